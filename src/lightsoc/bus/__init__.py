@@ -1,0 +1,1 @@
+"""Message buses between collectors and processors."""

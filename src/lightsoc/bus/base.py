@@ -1,0 +1,54 @@
+"""The bus interface: collectors publish raw batches, processors consume them.
+
+A raw batch carries the records exactly as received plus everything needed to
+commit them: the checkpoints they advance and the counters they add. A
+processor acknowledges a batch only after its events are stored.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from lightsoc.store.base import Checkpoint
+
+
+@dataclass
+class RawBatch:
+    """Raw records of one source.
+
+    `records` has `event.original` (str) and whatever per-record metadata the
+    source knows (`event.id`, `log.file.path`, `log.offset`, `_truncated`,
+    `_invalid_utf8`).
+    """
+
+    source: str
+    source_type: str
+    records: pl.DataFrame
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    bytes: int = 0
+    dropped: int = 0
+    #: records seen but not turned into events on purpose (empty lines)
+    skipped: int = 0
+
+
+class Bus(ABC):
+    @abstractmethod
+    def publish(self, batch: RawBatch, timeout: float | None = None) -> bool:
+        """Queue a batch; blocks while the bus is full (backpressure). False on timeout."""
+
+    @abstractmethod
+    def consume(self, timeout: float) -> RawBatch | None:
+        """The next batch, or None after `timeout` seconds."""
+
+    @abstractmethod
+    def ack(self, batch: RawBatch) -> None:
+        """The batch's events are stored; it may be forgotten."""
+
+    def depth(self) -> int:
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

@@ -1,0 +1,294 @@
+"""Command line: parse arguments, call the library, print. Exit codes:
+0 ok, 1 runtime error, 2 usage or configuration error (one line naming the place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lightsoc import __version__
+from lightsoc.client import ReaderError, open_reader
+from lightsoc.config import Config, ConfigError, load_config
+from lightsoc.store.base import StoreLockedError
+from lightsoc.store.query import QueryError
+from lightsoc.timeutil import parse_duration
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+class UsageError(Exception):
+    """Exit 2 with this message."""
+
+
+def _duration(text: str) -> str:
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightsoc", description="Lightweight security operations.")
+    p.add_argument("--version", action="version", version=f"lightsoc {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser, config: bool = True) -> None:
+        if config:
+            sp.add_argument("--config", type=Path, help="config file (default ./lightsoc.yml)")
+        sp.add_argument("--data-dir", type=Path, help="data directory (default ./lightsoc-data)")
+
+    run = sub.add_parser("run", help="collect, process, store and serve the API")
+    common(run)
+    run.add_argument("--role", choices=["all", "collect", "process", "schedule", "web"],
+                     default="all")
+
+    demo = sub.add_parser("demo", help="generate a realistic day of traffic, ingest and serve it")
+    demo.add_argument("--data-dir", type=Path, default=None,
+                      help="data directory (default ./lightsoc-demo)")
+    demo.add_argument("--hours", type=int, default=24)
+    demo.add_argument("--no-serve", action="store_true", help="exit after printing the summary")
+    demo.add_argument("--listen", default=None, help="API address (default 127.0.0.1:8000)")
+
+    ing = sub.add_parser("ingest", help="import files once (progress bar, summary)")
+    ing.add_argument("paths", nargs="+", type=Path)
+    ing.add_argument("--format", default="auto", help="parser name or auto")
+    ing.add_argument("--dataset", default=None, help="override event.dataset")
+    ing.add_argument("--no-progress", action="store_true")
+    ing.add_argument("--json", action="store_true", help="print the summary as JSON")
+    common(ing)
+
+    s = sub.add_parser("search", help="search events with the query language")
+    s.add_argument("query", nargs="?", default="")
+    s.add_argument("--since", type=_duration, default="24h")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--fields", default=None, help="comma-separated fields to show")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    common(s)
+
+    t = sub.add_parser("timeline", help="everything an entity (IP, user, host, domain) did")
+    t.add_argument("entity")
+    t.add_argument("--since", type=_duration, default="7d")
+    t.add_argument("--limit", type=int, default=1000)
+    t.add_argument("--format", choices=["table", "json"], default="table")
+    common(t)
+
+    st = sub.add_parser("stats", help="counts per dataset, parse failures, sources")
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    common(st)
+
+    u = sub.add_parser("user", help="users and API tokens")
+    usub = u.add_subparsers(dest="user_command", required=True)
+    tok = usub.add_parser("token", help="create an API token and print it")
+    tok.add_argument("--scope", choices=["admin", "read", "ingest"], default="read")
+    tok.add_argument("--name", default="cli")
+    common(tok)
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None), data_dir_override=args.data_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args) or 0
+    except (ConfigError, UsageError, QueryError) as exc:
+        err.print(f"lightsoc: {exc}", markup=False)
+        return 2
+    except (ReaderError, StoreLockedError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        err.print(f"lightsoc: {exc}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- commands ----------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from lightsoc.runtime import build_pipeline, build_sources
+    from lightsoc.server import serve
+
+    if args.role != "all":
+        raise UsageError(f"--role {args.role}: split roles need a shared bus (redis/kafka), "
+                         "which this version does not have yet; use --role all")
+    config = _config(args)
+    stores = _open_for_write(config.data_dir, config)
+    try:
+        sources = build_sources(config, stores)
+        serve(config, config.data_dir, stores, build_pipeline(config, stores, sources),
+              say=lambda m: out.print(m, markup=False))
+    finally:
+        stores.close()
+    return 0
+
+
+def _open_for_write(data_dir: Path, config: Config | None) -> Any:
+    from lightsoc.runtime import open_stores, read_server_file
+
+    try:
+        return open_stores(data_dir, config)
+    except StoreLockedError:
+        server = read_server_file(data_dir)
+        where = f" (a server runs at {server['url']}, pid {server['pid']})" if server else ""
+        raise RuntimeError(f"{data_dir} is in use by another lightsoc process{where}") from None
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from lightsoc.ingest import ingest
+
+    config = _config(args)
+    stores = _open_for_write(config.data_dir, config)
+    try:
+        total = sum(p.stat().st_size for p in args.paths if p.is_file())
+        show = not args.no_progress and not args.json and err.is_terminal
+        with Progress(TextColumn("ingest"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                      console=err, disable=not show) as bar:
+            task = bar.add_task("ingest", total=total)
+            summary = ingest(config, stores, args.paths, fmt=args.format, dataset=args.dataset,
+                             on_progress=lambda n: bar.advance(task, n))
+    finally:
+        stores.close()
+    if args.json:
+        out.print(orjson.dumps(summary.as_dict()).decode(), markup=False)
+        return 0
+    table = Table(title=f"ingested {summary.files} file(s) into {config.data_dir}")
+    table.add_column("dataset")
+    table.add_column("events", justify="right")
+    for ds, n in summary.by_dataset.items():
+        table.add_row(ds, f"{n:,}")
+    out.print(table)
+    out.print(
+        f"{summary.received:,} records, {summary.events:,} events, "
+        f"{summary.parse_failures:,} parse failures, {summary.skipped_empty:,} empty lines "
+        f"skipped; {summary.seconds:.2f} s, {summary.lines_per_s:,.0f} lines/s, "
+        f"peak RSS {summary.peak_rss_mb:.0f} MB",
+        markup=False,
+    )
+    return 0
+
+
+def _reader(args: argparse.Namespace) -> Any:
+    return open_reader(_config(args).data_dir)
+
+
+def _print_events(events: list[dict], fmt: str, fields: list[str] | None = None) -> None:
+    if fmt == "json":
+        for e in events:
+            sys.stdout.write(orjson.dumps(e).decode() + "\n")
+        return
+    cols = fields or ["@timestamp", "event.dataset", "source.ip", "user.name", "message"]
+    table = Table(show_lines=False)
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for e in events:
+        row = []
+        for c in cols:
+            v = e.get(c)
+            if v is None and c == "message":
+                v = e.get("event.original")
+            row.append("" if v is None else str(v))
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"{len(events)} event(s)", markup=False)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    reader = _reader(args)
+    try:
+        events = reader.search(args.query, args.since, args.limit, fields)
+    finally:
+        reader.close()
+    _print_events(events, args.format, fields)
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    reader = _reader(args)
+    try:
+        events = reader.timeline(args.entity, args.since, args.limit)
+    finally:
+        reader.close()
+    _print_events(events, args.format,
+                  ["@timestamp", "event.dataset", "event.action", "source.ip", "user.name",
+                   "url.original"])
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    reader = _reader(args)
+    try:
+        stats = reader.stats()
+    finally:
+        reader.close()
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(stats).decode() + "\n")
+        return 0
+    out.print(f"events: {stats['events_total']:,}   parse failures: "
+              f"{stats['parse_failures_total']:,}", markup=False)
+    t = Table(title="by dataset")
+    t.add_column("dataset")
+    t.add_column("events", justify="right")
+    for k, v in stats["by_dataset"].items():
+        t.add_row(k, f"{v:,}")
+    out.print(t)
+    s = Table(title="sources")
+    for c in ("id", "type", "received", "events", "parse_failures", "dropped", "last_seen"):
+        s.add_column(c)
+    for src in stats["sources"]:
+        s.add_row(*(str(src.get(c, "")) for c in ("id", "type", "received", "events",
+                                                   "parse_failures", "dropped", "last_seen")))
+    out.print(s)
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from lightsoc.store.state import StateStore
+
+    config = _config(args)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    state = StateStore.for_data_dir(config.data_dir, config.store.state)
+    try:
+        token = state.create_token(args.name, args.scope)
+    finally:
+        state.close()
+    out.print(token, markup=False)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lightsoc.demo import run_demo
+
+    return run_demo(args, out)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "ingest": cmd_ingest,
+    "search": cmd_search,
+    "timeline": cmd_timeline,
+    "stats": cmd_stats,
+    "user": cmd_user,
+}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The source interface and the per-source metrics every source reports."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from lightsoc.bus.base import RawBatch
+from lightsoc.store.base import Checkpoint
+
+Publish = Callable[[RawBatch], None]
+
+
+@dataclass
+class SourceMetrics:
+    """Live counters of one source (cumulative since the process started)."""
+
+    received: int = 0
+    bytes: int = 0
+    dropped: int = 0
+    skipped_empty: int = 0
+    truncated: int = 0
+    errors: int = 0
+    lag_bytes: int = 0
+    last_seen: datetime | None = None
+    last_error: str | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["last_seen"] = self.last_seen.isoformat() if self.last_seen else None
+        return d
+
+
+class Source(ABC):
+    """A source reads records and publishes raw batches until stopped."""
+
+    type: str = ""
+
+    def __init__(self, source_id: str, config: Any, *, checkpoints: dict[str, Checkpoint]) -> None:
+        self.id = source_id
+        self.config = config
+        self.committed = checkpoints
+        self.metrics = SourceMetrics()
+        self.stop_event = threading.Event()
+
+    @abstractmethod
+    def run(self, publish: Publish) -> None:
+        """Read and publish until `stop_event` is set (or input ends, for one-shot sources)."""
+
+    def stop(self) -> None:
+        self.stop_event.set()

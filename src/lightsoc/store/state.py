@@ -1,0 +1,173 @@
+"""State store: settings, API tokens and other transactional state.
+
+SQLAlchemy Core over SQLite by default (`<data_dir>/state.sqlite`); the same
+code runs on PostgreSQL. Schema changes are numbered migrations applied in
+order on open; the applied version is recorded in `schema_version`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied", sa.DateTime(timezone=True), nullable=False),
+)
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=True),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("scope", sa.String(50), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_used", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+)
+
+TOKEN_PREFIX = "lsoc_"
+SCOPES = ("admin", "read", "ingest")
+
+
+def _m1(conn: Connection) -> None:
+    for table in (settings, api_tokens):
+        table.create(conn, checkfirst=True)
+
+
+# Append-only: never edit a released migration, add the next one.
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    name: str
+    scope: str
+
+
+class StateStore:
+    """Transactional state through SQLAlchemy Core."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = sa.create_engine(url, future=True)
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.migrate()
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, url: str = "sqlite") -> StateStore:
+        if url == "sqlite":
+            url = f"sqlite:///{Path(data_dir) / 'state.sqlite'}"
+        return cls(url)
+
+    def migrate(self) -> int:
+        with self.engine.begin() as conn:
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            for version, step in enumerate(MIGRATIONS, start=1):
+                if version > current:
+                    step(conn)
+                    conn.execute(
+                        schema_version.insert().values(version=version, applied=datetime.now(UTC))
+                    )
+            return len(MIGRATIONS)
+
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- settings --------------------------------------------------------
+    def get_setting(self, key: str, default: object = None) -> object:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).first()
+        return default if row is None else row[0]
+
+    def set_setting(self, key: str, value: object) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                settings.update().where(settings.c.key == key).values(value=value)
+            ).rowcount
+            if not updated:
+                conn.execute(settings.insert().values(key=key, value=value))
+
+    # -- API tokens ------------------------------------------------------
+    def create_token(self, name: str, scope: str) -> str:
+        """Create a token and return it; only its hash is stored."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(
+                api_tokens.insert().values(
+                    name=name, scope=scope, token_hash=hash_token(token),
+                    created=datetime.now(UTC), revoked=False,
+                )
+            )
+        return token
+
+    def has_tokens(self, scope: str | None = None) -> bool:
+        q = sa.select(sa.func.count()).select_from(api_tokens).where(~api_tokens.c.revoked)
+        if scope:
+            q = q.where(api_tokens.c.scope == scope)
+        with self.engine.connect() as conn:
+            return bool(conn.execute(q).scalar())
+
+    def verify_token(self, token: str) -> TokenInfo | None:
+        """The token's identity if it is valid and not revoked."""
+        if not token or not token.startswith(TOKEN_PREFIX):
+            return None
+        digest = hash_token(token)
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.scope,
+                          api_tokens.c.token_hash)
+                .where(api_tokens.c.token_hash == digest, ~api_tokens.c.revoked)
+            ).first()
+            if row is None or not hmac.compare_digest(row.token_hash, digest):
+                return None
+            conn.execute(
+                api_tokens.update().where(api_tokens.c.id == row.id)
+                .values(last_used=datetime.now(UTC))
+            )
+        return TokenInfo(row.id, row.name, row.scope)
+
+    def revoke_tokens(self, name: str) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                api_tokens.update().where(api_tokens.c.name == name).values(revoked=True)
+            ).rowcount
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()

@@ -11,6 +11,7 @@ drained, and everything read is committed.
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
@@ -166,6 +167,7 @@ class Pipeline:
         self._stopping = threading.Event()
         self._sources_done = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._to_writer: queue.Queue[tuple[RawBatch, ProcessedBatch] | None] = queue.Queue(2)
         self.errors = 0
         self.started = time.time()
         self.events_stored = 0
@@ -181,6 +183,8 @@ class Pipeline:
         self._watcher.start()
         self._proc = threading.Thread(target=self._run_processor, name="processor", daemon=True)
         self._proc.start()
+        self._writer = threading.Thread(target=self._run_writer, name="writer", daemon=True)
+        self._writer.start()
 
     def _run_source(self, src: Source) -> None:
         try:
@@ -199,42 +203,55 @@ class Pipeline:
         self._sources_done.set()
 
     def _run_processor(self) -> None:
+        """Parse/enrich batches and hand them to the writer, in order."""
         while True:
             raw = self.bus.consume(timeout=0.1)
             if raw is None:
                 if self._sources_done.is_set() and self.bus.depth() == 0:
+                    self._to_writer.put(None)
                     return
                 continue
-            self._handle(raw)
+            try:
+                done = self.processor.process(raw)
+            except Exception:
+                # A parser/enricher bug must not lose records: keep them as failures.
+                log.exception("processing a batch of source %s failed; storing it raw",
+                              raw.source)
+                self.errors += 1
+                done = self.processor.fallback(raw)
+            self._to_writer.put((raw, done))
 
-    def _handle(self, raw: RawBatch) -> None:
-        try:
-            done = self.processor.process(raw)
-        except Exception:
-            # A parser/enricher bug must not lose records: keep them as failures.
-            log.exception("processing a batch of source %s failed; storing it raw", raw.source)
-            self.errors += 1
-            done = self.processor.fallback(raw)
+    def _run_writer(self) -> None:
+        """Store batches in arrival order; overlaps storage with the next parse."""
+        while True:
+            item = self._to_writer.get()
+            if item is None:
+                return
+            raw, done = item
+            if not self._store(raw, done):
+                return
+            self.events_stored += done.table.num_rows
+            self.bus.ack(raw)
+            if self.on_batch is not None:
+                self.on_batch(done)
+
+    def _store(self, raw: RawBatch, done: ProcessedBatch) -> bool:
         delay = 0.5
         while True:
             try:
                 t0 = time.perf_counter()
                 self.store.append(done.table, raw.checkpoints, [done.counters])
                 self.processor.stages["store"].add(done.table.num_rows, time.perf_counter() - t0)
-                break
+                return True
             except Exception:
                 # Not committed: offsets stay where they were. Retry (this blocks
                 # the sources through the bus: backpressure, not loss).
                 log.exception("storing a batch of source %s failed; retrying", raw.source)
                 self.errors += 1
                 if self._stopping.is_set() and delay > 4:
-                    return  # give up on shutdown; a restart re-reads from the last commit
+                    return False  # give up on shutdown; a restart re-reads from the last commit
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        self.events_stored += done.table.num_rows
-        self.bus.ack(raw)
-        if self.on_batch is not None:
-            self.on_batch(done)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop sources, drain the bus, commit everything read."""
@@ -246,7 +263,8 @@ class Pipeline:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until sources have ended and the bus is drained."""
         self._proc.join(timeout)
-        return not self._proc.is_alive()
+        self._writer.join(timeout)
+        return not self._writer.is_alive()
 
     # -- metrics ---------------------------------------------------------
     def metrics(self) -> dict[str, Any]:

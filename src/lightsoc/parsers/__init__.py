@@ -91,15 +91,17 @@ def parse_records(records: pl.DataFrame, parser: Parser) -> pl.DataFrame:
     if parsed.height != n:  # a parser bug must not lose records
         raise RuntimeError(f"parser {type(parser).__name__} returned {parsed.height} rows for {n}")
     ok = parsed[OK].fill_null(False) if OK in parsed.columns else pl.Series([False] * n)
-    keep = [c for c in parsed.columns if c != OK and c in POLARS_SCHEMA and c not in records.columns]
+    keep = [
+        c for c in parsed.columns if c != OK and c in POLARS_SCHEMA and c not in records.columns
+    ]
     out = records.hstack(parsed.select(keep))
     # A failed row keeps only what the source knew about it, never half-parsed fields.
-    blank = [
-        pl.when(ok).then(pl.col(c)).otherwise(pl.lit(None, dtype=out.schema[c])).alias(c)
-        for c in keep
-        if c not in ("event.dataset", "event.module")
-    ]
-    out = out.with_columns(blank)
+    if not ok.all():
+        out = out.with_columns(
+            pl.when(ok).then(pl.col(c)).otherwise(pl.lit(None, dtype=out.schema[c])).alias(c)
+            for c in keep
+            if c not in ("event.dataset", "event.module")
+        )
     failure_tag = pl.when(~ok).then(pl.lit(PARSE_FAILURE))
     kind = pl.when(~ok).then(pl.lit("pipeline_error"))
     if "event.kind" in out.columns:

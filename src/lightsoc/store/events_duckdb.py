@@ -37,6 +37,10 @@ _DUCK_TYPES = {
     schema.STR_LIST: "VARCHAR[]",
 }
 
+# DuckDB's default is 80% of RAM; lightsoc shares the box with what it monitors.
+# Queries larger than this spill to disk in the data directory.
+DEFAULT_MEMORY_LIMIT = "256MB"
+
 MIGRATIONS: list[str] = [
     # v1: events, checkpoints, per-source counters
     "CREATE TABLE IF NOT EXISTS events ({columns})",
@@ -57,15 +61,21 @@ def _ddl_columns() -> str:
 class DuckDBEventStore(EventStore):
     """Events in `<data_dir>/events.duckdb`; thread-safe through per-call cursors."""
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self._write_lock = threading.Lock()
         try:
-            self._con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise StoreLockedError(str(self.path)) from exc
+            self._con = duckdb.connect(
+                str(self.path), read_only=read_only,
+                config={"memory_limit": memory_limit, "preserve_insertion_order": False},
+            )
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            msg = str(exc).lower()
+            if "lock" in msg or "different configuration" in msg:
+                raise StoreLockedError(f"{self.path} is in use by another process") from exc
             raise
         self._con.execute("SET TimeZone='UTC'")
         if not read_only:

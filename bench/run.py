@@ -1,0 +1,148 @@
+"""`make bench`: end-to-end ingest throughput against a naive baseline, and
+a top-10 aggregation over 10M stored events. Figures, not pass/fail.
+
+Cases (kept as data: generator + command + the figure to watch):
+  ingest_1m   1M combined-format lines -> `lightsoc ingest` (read, parse,
+              enrich, store in DuckDB): lines/s, MiB/s, peak RSS; the naive
+              per-line regex + sqlite3 script on the same file; the ratio.
+  top10_10m   10M events in the DuckDB store -> top-10 source.ip: seconds.
+
+    python bench/run.py [--lines N] [--agg-events N] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LIGHTSOC = Path(sys.executable).with_name("lightsoc")
+
+
+def _load(name: str):  # noqa: ANN202 - bench modules are loaded by path (tests/bench shadows `bench`)
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def child_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def bench_ingest(log: Path, work: Path) -> dict:
+    data_dir = work / "ingest-data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [str(LIGHTSOC), "ingest", str(log), "--format", "nginx_combined", "--json",
+         "--data-dir", str(data_dir)],
+        capture_output=True, text=True, check=True,
+    )
+    wall = time.perf_counter() - t0
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    size_mib = log.stat().st_size / 2**20
+    return {
+        "lines": summary["received"],
+        "events": summary["events"],
+        "parse_failures": summary["parse_failures"],
+        "pipeline_seconds": round(summary["seconds"], 2),
+        "wall_seconds": round(wall, 2),
+        "lines_per_s": round(summary["received"] / wall),
+        "mib_per_s": round(size_mib / wall, 1),
+        "peak_rss_mb": round(child_peak_rss_mb(), 1),
+    }
+
+
+def bench_baseline(log: Path, work: Path) -> dict:
+    naive = _load("naive_baseline")
+    db = work / "naive.sqlite"
+    db.unlink(missing_ok=True)
+    return naive.run(log, db)
+
+
+def bench_top10(events: int, work: Path) -> dict:
+    """Fill a store with `events` synthetic events in SQL, then time top-10 source.ip."""
+    from lightsoc.store.events_duckdb import DuckDBEventStore
+
+    path = work / "agg.duckdb"
+    store = DuckDBEventStore(path)
+    have = store.count()
+    if have != events:
+        store._cur().execute("DELETE FROM events")
+        t0 = time.perf_counter()
+        # ~50k distinct IPs with a skewed distribution, one event per second.
+        store._cur().execute(
+            """INSERT INTO events ("@timestamp", "event.id", "event.dataset", "source.ip",
+                                   "http.response.status_code", "url.path")
+               SELECT TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(i),
+                      'b-' || i::VARCHAR, 'nginx.access',
+                      '10.' || ((i * 7919) % 200)::VARCHAR || '.' ||
+                          ((i * 104729) % (1 + (i % 250)))::VARCHAR || '.1',
+                      200 + (i % 5), '/p/' || (i % 1000)::VARCHAR
+               FROM range(?) t(i)""",
+            [events],
+        )
+        fill = time.perf_counter() - t0
+    else:
+        fill = 0.0
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        top = store.top("source.ip", n=10)
+        runs.append(time.perf_counter() - t0)
+    store.close()
+    return {
+        "events": events,
+        "fill_seconds": round(fill, 1),
+        "top10_seconds_median": round(statistics.median(runs), 3),
+        "top10_seconds_min": round(min(runs), 3),
+        "top1": top[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--lines", type=int, default=1_000_000)
+    p.add_argument("--agg-events", type=int, default=10_000_000)
+    p.add_argument("--out", type=Path, default=HERE / "out")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    gen = _load("gen_access_log")
+    log = args.out / f"access-{args.lines}.log"
+    if not log.exists():
+        print(f"generating {args.lines:,} lines -> {log}", flush=True)
+        gen.write_combined_log(log, lines=args.lines)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+    results: dict = {}
+    results["ingest"] = ingest = bench_ingest(log, args.out)
+    print(f"lightsoc ingest: {ingest['lines']:,} lines in {ingest['wall_seconds']} s = "
+          f"{ingest['lines_per_s']:,} lines/s, {ingest['mib_per_s']} MiB/s, "
+          f"peak RSS {ingest['peak_rss_mb']} MB", flush=True)
+    results["baseline"] = base = bench_baseline(log, args.out)
+    ratio = ingest["lines_per_s"] / base["lines_per_s"]
+    results["ratio"] = round(ratio, 1)
+    print(f"naive baseline:  {base['lines']:,} lines in {base['seconds']:.1f} s = "
+          f"{base['lines_per_s']:,.0f} lines/s", flush=True)
+    print(f"ratio: {ratio:.1f}x  (targets: >= 300,000 lines/s, >= 10x, peak RSS <= 500 MB)",
+          flush=True)
+    results["top10"] = top = bench_top10(args.agg_events, args.out)
+    print(f"top-10 source.ip over {top['events']:,} events: median "
+          f"{top['top10_seconds_median']} s, min {top['top10_seconds_min']} s "
+          f"(target <= 1 s; fill took {top['fill_seconds']} s)", flush=True)
+    results["load_average_after"] = os.getloadavg()[0]
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""DuckDB event store against a real database file."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from lightsoc import schema
+from lightsoc.store.base import Checkpoint, SourceCounters, StoreLockedError, TimeRange
+from lightsoc.store.events_duckdb import DuckDBEventStore
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def batch(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema_overrides={k: schema.polars_type(k) for k in rows[0]})
+
+
+def events(n: int, start: datetime = T0, **extra: object) -> pl.DataFrame:
+    rows = []
+    for i in range(n):
+        row = {
+            "@timestamp": start + timedelta(minutes=i),
+            "event.id": f"e{i}",
+            "event.dataset": "nginx.access" if i % 2 else "sshd",
+            "source.ip": f"10.0.0.{i % 3}",
+            "event.original": f"line {i}",
+            "tags": ["parse_failure"] if i == 0 else [],
+            "log.offset": i,
+        }
+        row.update(extra)
+        rows.append(row)
+    return batch(rows)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = DuckDBEventStore(tmp_path / "events.duckdb")
+    yield s
+    s.close()
+
+
+def test_append_search_count_and_types(store):
+    store.append(schema.to_arrow(events(10)))
+    assert store.count() == 10
+    got = store.search("source.ip:10.0.0.1", limit=100, order="asc")
+    assert got.column("event.id").to_pylist() == ["e1", "e4", "e7"]
+    assert got.schema.field("@timestamp").type == schema.TS
+    assert got.column("@timestamp")[0].as_py() == T0 + timedelta(minutes=1)
+    assert store.search("", limit=2).column("event.id").to_pylist() == ["e9", "e8"]
+
+
+def test_checkpoints_and_counters_commit_with_events(store):
+    cp = Checkpoint("web", "1:2", "/var/log/a", "fp", 10, 0, 1234)
+    counters = SourceCounters("web", "file", received=10, events=10, parse_failures=1, bytes=99,
+                              last_seen=T0)
+    store.append(schema.to_arrow(events(10)), [cp], [counters])
+    store.append(schema.to_arrow(events(2, start=T0 + timedelta(days=1))),
+                 [Checkpoint("web", "1:2", "/var/log/a", "fp", 10, 0, 2000)],
+                 [SourceCounters("web", "file", received=3, events=2, bytes=50,
+                                 last_seen=T0 + timedelta(days=1))])
+    assert store.checkpoints("web")["1:2"].offset == 2000
+    stats = store.stats()
+    assert stats["events_total"] == 12
+    assert stats["parse_failures_total"] == 2
+    assert stats["by_dataset"] == {"sshd": 6, "nginx.access": 6}
+    (src,) = stats["sources"]
+    assert src["received"] == 13 and src["events"] == 12 and src["bytes"] == 149
+    assert src["parse_failures"] == 1
+    assert src["last_seen"].startswith("2026-01-02T12:00")
+
+
+def test_failed_transaction_commits_nothing(store):
+    bad = schema.to_arrow(events(3))
+    cp = Checkpoint("web", "k", "/p", "fp", 1, 0, 50)
+
+    class Boom(SourceCounters):
+        @property
+        def last_seen(self):  # type: ignore[override]
+            raise RuntimeError("disk full")
+
+        @last_seen.setter
+        def last_seen(self, _v):
+            pass
+
+    with pytest.raises(RuntimeError):
+        store.append(bad, [cp], [Boom("web", "file")])
+    assert store.count() == 0
+    assert store.checkpoints("web") == {}
+
+
+def test_top_histogram_timeline(store):
+    store.append(schema.to_arrow(events(9)))
+    assert store.top("source.ip", n=2) == [("10.0.0.0", 3), ("10.0.0.1", 3)]
+    assert store.top("event.dataset", query="source.ip:10.0.0.2") == [
+        ("sshd", 2), ("nginx.access", 1)]
+    hist = store.histogram(300)
+    assert [c for _, c in hist] == [5, 4]
+    assert hist[0][0] == T0
+    tl = store.timeline("10.0.0.2")
+    assert tl.column("event.id").to_pylist() == ["e2", "e5", "e8"]
+    tr = TimeRange(T0 + timedelta(minutes=3), T0 + timedelta(minutes=6))
+    assert store.timeline("10.0.0.2", tr).column("event.id").to_pylist() == ["e5"]
+    with pytest.raises(ValueError):
+        store.top("no.such.field")
+
+
+def test_retention_deletes_only_old_events(store):
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    store.append(schema.to_arrow(events(3, start=now - timedelta(days=40))))
+    store.append(schema.to_arrow(events(2, start=now - timedelta(days=1))))
+    assert store.retention(30, now=now) == 3
+    assert store.count() == 2
+
+
+def test_labels_round_trip_as_json(store):
+    store.append(schema.to_arrow(events(1, labels=json.dumps({"k": "v"}))))
+    assert store.search('labels.k:v').num_rows == 1
+
+
+def test_second_writer_is_refused_and_readers_see_data(tmp_path):
+    path = tmp_path / "events.duckdb"
+    writer = DuckDBEventStore(path)
+    writer.append(schema.to_arrow(events(2)))
+    with pytest.raises(StoreLockedError):
+        DuckDBEventStore(path, read_only=True)
+    writer.close()
+    reader = DuckDBEventStore(path, read_only=True)
+    assert reader.count() == 2
+    reader.close()
+
+
+def test_reopen_adds_missing_columns(tmp_path):
+    import duckdb
+
+    path = tmp_path / "events.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute('CREATE TABLE events ("@timestamp" TIMESTAMPTZ, "event.id" VARCHAR)')
+    con.close()
+    store = DuckDBEventStore(path)
+    store.append(schema.to_arrow(events(1)))
+    assert store.search("").num_columns == len(schema.FIELDS)
+    store.close()

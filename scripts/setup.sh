@@ -6,8 +6,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 # Debian packages the test suite drives for real. Extend this list as tests grow.
-APT_PACKAGES=(python3-venv python3-dev gcc)
-if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+APT_PACKAGES=()
+# Debian's python3 needs python3-venv for `-m venv`; a pyenv/python.org build has it.
+if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
+    APT_PACKAGES+=(python3-venv)
+fi
+if [ ${#APT_PACKAGES[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     missing=()
     for pkg in "${APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,16 +17,21 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from lightsoc import __version__
-from lightsoc.client import ReaderError, open_reader
+from lightsoc.client import ReaderError, ReaderRequestError, open_reader, read_server_file
 from lightsoc.config import Config, ConfigError, load_config
 from lightsoc.store.base import StoreLockedError
 from lightsoc.store.query import QueryError
 from lightsoc.timeutil import parse_duration
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # errors: one line
+# Control characters (ESC starts terminal escape sequences) in log content are shown, not sent.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# A store held by a short-lived reader (another CLI command) is retried this long.
+LOCK_WAIT_SECONDS = 5.0
 
 
 class UsageError(Exception):
@@ -37,6 +44,16 @@ def _duration(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="collect, process, store and serve the API")
     common(run)
-    run.add_argument("--role", choices=["all", "collect", "process", "schedule", "web"],
-                     default="all")
+    run.add_argument(
+        "--role", choices=["all", "collect", "process", "schedule", "web"], default="all"
+    )
 
     demo = sub.add_parser("demo", help="generate a realistic day of traffic, ingest and serve it")
-    demo.add_argument("--data-dir", type=Path, default=None,
-                      help="data directory (default ./lightsoc-demo)")
+    demo.add_argument(
+        "--data-dir", type=Path, default=None, help="data directory (default ./lightsoc-demo)"
+    )
     demo.add_argument("--hours", type=int, default=24)
     demo.add_argument("--no-serve", action="store_true", help="exit after printing the summary")
     demo.add_argument("--listen", default=None, help="API address (default 127.0.0.1:8000)")
@@ -73,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="search events with the query language")
     s.add_argument("query", nargs="?", default="")
     s.add_argument("--since", type=_duration, default="24h")
-    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--limit", type=_positive_int, default=50)
     s.add_argument("--fields", default=None, help="comma-separated fields to show")
     s.add_argument("--format", choices=["table", "json"], default="table")
     common(s)
@@ -81,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("timeline", help="everything an entity (IP, user, host, domain) did")
     t.add_argument("entity")
     t.add_argument("--since", type=_duration, default="7d")
-    t.add_argument("--limit", type=int, default=1000)
+    t.add_argument("--limit", type=_positive_int, default=1000)
     t.add_argument("--format", choices=["table", "json"], default="table")
     common(t)
 
@@ -111,69 +130,119 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         return handler(args) or 0
-    except (ConfigError, UsageError, QueryError) as exc:
+    except (ConfigError, UsageError, QueryError, ReaderRequestError) as exc:
         err.print(f"lightsoc: {exc}", markup=False)
         return 2
-    except (ReaderError, StoreLockedError, FileNotFoundError, RuntimeError, ValueError) as exc:
+    except (ReaderError, StoreLockedError, OSError, RuntimeError, ValueError) as exc:
         err.print(f"lightsoc: {exc}", markup=False)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: say what failed; the traceback with --verbose
+        logging.getLogger("lightsoc").debug("unexpected error", exc_info=True)
+        err.print(
+            f"lightsoc: unexpected error: {type(exc).__name__}: {exc}"
+            f"{'' if args.verbose else ' (--verbose shows the traceback)'}",
+            markup=False,
+        )
+        if args.verbose:
+            err.print_exception()
+        return 1
 
 
 # -- commands ----------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from lightsoc.runtime import build_pipeline, build_sources
+    from lightsoc.runtime import build_pipeline, build_sources, check_sources
     from lightsoc.server import serve
 
     if args.role != "all":
-        raise UsageError(f"--role {args.role}: split roles need a shared bus (redis/kafka), "
-                         "which this version does not have yet; use --role all")
+        raise UsageError(
+            f"--role {args.role}: split roles need a shared bus (redis/kafka), "
+            "which this version does not have yet; use --role all"
+        )
     config = _config(args)
+    check_sources(config)
     stores = _open_for_write(config.data_dir, config)
     try:
         sources = build_sources(config, stores)
-        serve(config, config.data_dir, stores, build_pipeline(config, stores, sources),
-              say=lambda m: out.print(m, markup=False))
+        serve(
+            config,
+            config.data_dir,
+            stores,
+            build_pipeline(config, stores, sources),
+            say=lambda m: out.print(m, markup=False),
+        )
     finally:
         stores.close()
     return 0
 
 
 def _open_for_write(data_dir: Path, config: Config | None) -> Any:
-    from lightsoc.runtime import open_stores, read_server_file
+    """The stores, waiting a little for a reader; a clear error if a server holds them."""
+    from lightsoc.runtime import open_stores
 
-    try:
-        return open_stores(data_dir, config)
-    except StoreLockedError:
-        server = read_server_file(data_dir)
-        where = f" (a server runs at {server['url']}, pid {server['pid']})" if server else ""
-        raise RuntimeError(f"{data_dir} is in use by another lightsoc process{where}") from None
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return open_stores(data_dir, config)
+        except StoreLockedError:
+            server = read_server_file(data_dir)
+            if server is not None:
+                raise RuntimeError(
+                    f"{data_dir} is in use by the lightsoc server at {server['url']} "
+                    f"(pid {server['pid']}); stop it first, or let it collect the files "
+                    "(a `file` source in its config)"
+                ) from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{data_dir} is in use by another lightsoc process") from None
+        time.sleep(0.2)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from lightsoc.ingest import ingest
+    from lightsoc.runtime import check_format, check_sources
 
     config = _config(args)
+    check_sources(config)
+    problem = check_format(args.format)
+    if problem:
+        raise UsageError(f"--format: {problem}")
+    not_files = [str(p) for p in args.paths if not p.is_file()]
+    if not_files:
+        raise FileNotFoundError(f"not a readable file: {', '.join(not_files)}")
     stores = _open_for_write(config.data_dir, config)
     try:
-        total = sum(p.stat().st_size for p in args.paths if p.is_file())
+        # progress counts bytes read, which for gzip are not the bytes on disk
+        gz = any(p.suffix == ".gz" for p in args.paths)
+        total = None if gz else sum(p.stat().st_size for p in {p.resolve() for p in args.paths})
         show = not args.no_progress and not args.json and err.is_terminal
-        with Progress(TextColumn("ingest"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                      console=err, disable=not show) as bar:
+        with Progress(
+            TextColumn("ingest"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not show,
+        ) as bar:
             task = bar.add_task("ingest", total=total)
-            summary = ingest(config, stores, args.paths, fmt=args.format, dataset=args.dataset,
-                             on_progress=lambda n: bar.advance(task, n))
+            summary = ingest(
+                config,
+                stores,
+                args.paths,
+                fmt=args.format,
+                dataset=args.dataset,
+                on_progress=lambda n: bar.advance(task, n),
+            )
     finally:
         stores.close()
     if args.json:
         out.print(orjson.dumps(summary.as_dict()).decode(), markup=False)
         return 0
-    table = Table(title=f"ingested {summary.files} file(s) into {config.data_dir}")
+    table = Table(title=safe(f"ingested {summary.files} file(s) into {config.data_dir}"))
     table.add_column("dataset")
     table.add_column("events", justify="right")
     for ds, n in summary.by_dataset.items():
-        table.add_row(ds, f"{n:,}")
+        table.add_row(safe(ds), f"{n:,}")
     out.print(table)
     out.print(
         f"{summary.received:,} records, {summary.events:,} events, "
@@ -189,6 +258,15 @@ def _reader(args: argparse.Namespace) -> Any:
     return open_reader(_config(args).data_dir)
 
 
+def safe(value: str) -> Text:
+    """Text shown as is: no rich markup or emoji codes, control characters made visible.
+
+    Log content is attacker-controlled: `[/x]` must not break the table, ESC must
+    not reach the terminal.
+    """
+    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value))
+
+
 def _print_events(events: list[dict], fmt: str, fields: list[str] | None = None) -> None:
     if fmt == "json":
         for e in events:
@@ -197,14 +275,14 @@ def _print_events(events: list[dict], fmt: str, fields: list[str] | None = None)
     cols = fields or ["@timestamp", "event.dataset", "source.ip", "user.name", "message"]
     table = Table(show_lines=False)
     for c in cols:
-        table.add_column(c, overflow="fold")
+        table.add_column(safe(c), overflow="fold")
     for e in events:
         row = []
         for c in cols:
             v = e.get(c)
             if v is None and c == "message":
                 v = e.get("event.original")
-            row.append("" if v is None else str(v))
+            row.append(safe("" if v is None else str(v)))
         table.add_row(*row)
     out.print(table)
     out.print(f"{len(events)} event(s)", markup=False)
@@ -227,9 +305,11 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         events = reader.timeline(args.entity, args.since, args.limit)
     finally:
         reader.close()
-    _print_events(events, args.format,
-                  ["@timestamp", "event.dataset", "event.action", "source.ip", "user.name",
-                   "url.original"])
+    _print_events(
+        events,
+        args.format,
+        ["@timestamp", "event.dataset", "event.action", "source.ip", "user.name", "url.original"],
+    )
     return 0
 
 
@@ -242,20 +322,34 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(orjson.dumps(stats).decode() + "\n")
         return 0
-    out.print(f"events: {stats['events_total']:,}   parse failures: "
-              f"{stats['parse_failures_total']:,}", markup=False)
+    out.print(
+        f"events: {stats['events_total']:,}   parse failures: {stats['parse_failures_total']:,}",
+        markup=False,
+    )
     t = Table(title="by dataset")
     t.add_column("dataset")
     t.add_column("events", justify="right")
     for k, v in stats["by_dataset"].items():
-        t.add_row(k, f"{v:,}")
+        t.add_row(safe(k), f"{v:,}")
     out.print(t)
     s = Table(title="sources")
     for c in ("id", "type", "received", "events", "parse_failures", "dropped", "last_seen"):
         s.add_column(c)
     for src in stats["sources"]:
-        s.add_row(*(str(src.get(c, "")) for c in ("id", "type", "received", "events",
-                                                   "parse_failures", "dropped", "last_seen")))
+        s.add_row(
+            *(
+                safe(str(src.get(c, "")))
+                for c in (
+                    "id",
+                    "type",
+                    "received",
+                    "events",
+                    "parse_failures",
+                    "dropped",
+                    "last_seen",
+                )
+            )
+        )
     out.print(s)
     return 0
 

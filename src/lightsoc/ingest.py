@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -60,11 +61,19 @@ def ingest(
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"not a readable file: {', '.join(missing)}")
+    paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # each file once
     src_cfg = FileSourceConfig(
-        type="file", paths=[str(Path(p).resolve()) for p in paths], format=fmt, dataset=dataset
+        # the file source takes globs: a name like `access[1].log` means itself here
+        type="file",
+        paths=[glob.escape(str(p)) for p in paths],
+        format=fmt,
+        dataset=dataset,
     )
     source = FileSource(
-        source_id, src_cfg, checkpoints=stores.events.checkpoints(source_id), one_shot=True,
+        source_id,
+        src_cfg,
+        checkpoints=stores.events.checkpoints(source_id),
+        one_shot=True,
         batch_max_rows=config.pipeline.batch_max_rows,
     )
     source.spec = SourceSpec(source_id, "file", format=fmt, dataset=dataset)  # type: ignore[attr-defined]

@@ -2,10 +2,14 @@
 
 Sources run in their own threads and publish raw batches to the bus (a
 bounded queue: when storage falls behind, sources block — backpressure). One
-processor thread parses, enriches and stores each batch, committing the
-batch's events, source offsets and counters in one transaction, and only then
-acknowledges it. On stop the sources finish their current read, the bus is
+processor thread parses and enriches each batch and hands it, in order, to one
+writer thread that commits the batch's events, source offsets and counters in
+one transaction, and only then acknowledges it. On stop the sources finish their current read, the bus is
 drained, and everything read is committed.
+
+A source whose `run` raises is reported in its metrics and restarted with
+backoff (one-shot sources are not). A source whose format names no parser is
+a `ValueError` when the pipeline is built, not a stream of failed batches.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from lightsoc import schema
+from lightsoc import registry, schema
 from lightsoc.bus.base import Bus, RawBatch
 from lightsoc.bus.memory import MemoryBus
 from lightsoc.enrich.base import Enricher
@@ -77,6 +81,17 @@ class Processor:
         self.host = socket.gethostname()
         self.stages = {name: StageMetrics() for name in ("parse", "enrich", "conform", "store")}
 
+    def check(self) -> None:
+        """Fail early, naming the source, when a format names no parser."""
+        for spec in self.specs.values():
+            try:
+                self.parser_for(spec)
+            except KeyError:
+                known = ", ".join(registry.names("parsers"))
+                raise ValueError(
+                    f"source {spec.id}: unknown format {spec.format!r} (known: {known})"
+                ) from None
+
     def parser_for(self, spec: SourceSpec) -> Parser:
         parser = self._parsers.get(spec.id)
         if parser is None:
@@ -87,8 +102,12 @@ class Processor:
         spec = self.specs.get(raw.source) or SourceSpec(raw.source, raw.source_type)
         now = datetime.now(UTC)
         counters = SourceCounters(
-            raw.source, raw.source_type, received=raw.records.height + raw.skipped,
-            dropped=raw.dropped, bytes=raw.bytes, last_seen=now,
+            raw.source,
+            raw.source_type,
+            received=raw.records.height + raw.skipped,
+            dropped=raw.dropped,
+            bytes=raw.bytes,
+            last_seen=now,
         )
         if raw.records.height == 0:
             return ProcessedBatch(schema.ARROW_SCHEMA.empty_table(), counters)
@@ -102,7 +121,7 @@ class Processor:
         df = self._finish(df, spec, now)
         counters.events = df.height
         counters.parse_failures = int((~df["_parse_ok"]).sum())
-        table = schema.to_arrow(df)
+        table = schema.to_arrow_present(df)
         self.stages["conform"].add(df.height, time.perf_counter() - t2)
         return ProcessedBatch(table, counters)
 
@@ -117,11 +136,16 @@ class Processor:
         )
         df = self._finish(df, spec, now)
         counters = SourceCounters(
-            raw.source, raw.source_type, received=raw.records.height + raw.skipped,
-            events=df.height, parse_failures=df.height, dropped=raw.dropped, bytes=raw.bytes,
+            raw.source,
+            raw.source_type,
+            received=raw.records.height + raw.skipped,
+            events=df.height,
+            parse_failures=df.height,
+            dropped=raw.dropped,
+            bytes=raw.bytes,
             last_seen=now,
         )
-        return ProcessedBatch(schema.to_arrow(df), counters)
+        return ProcessedBatch(schema.to_arrow_present(df), counters)
 
     def _finish(self, df: pl.DataFrame, spec: SourceSpec, now: datetime) -> pl.DataFrame:
         ts_type = schema.polars_type("@timestamp")
@@ -163,6 +187,7 @@ class Pipeline:
         self.sources = sources
         self.bus = bus or MemoryBus()
         self.processor = Processor(specs, enrichers)
+        self.processor.check()
         self.on_batch = on_batch
         self._stopping = threading.Event()
         self._sources_done = threading.Event()
@@ -175,8 +200,9 @@ class Pipeline:
     # -- running ---------------------------------------------------------
     def start(self) -> None:
         for src in self.sources:
-            t = threading.Thread(target=self._run_source, args=(src,), name=f"source-{src.id}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=self._run_source, args=(src,), name=f"source-{src.id}", daemon=True
+            )
             t.start()
             self._threads.append(t)
         self._watcher = threading.Thread(target=self._watch_sources, daemon=True)
@@ -187,12 +213,18 @@ class Pipeline:
         self._writer.start()
 
     def _run_source(self, src: Source) -> None:
-        try:
-            src.run(self._publish)
-        except Exception as exc:  # a broken source is reported, never fatal to others
-            log.exception("source %s failed", src.id)
-            src.metrics.errors += 1
-            src.metrics.last_error = f"{type(exc).__name__}: {exc}"
+        delay = 1.0
+        while True:
+            try:
+                src.run(self._publish)
+                return
+            except Exception as exc:  # a broken source is reported, never fatal to others
+                log.exception("source %s failed; restarting it in %.0f s", src.id, delay)
+                src.metrics.errors += 1
+                src.metrics.last_error = f"{type(exc).__name__}: {exc}"
+            if getattr(src, "one_shot", False) or src.stop_event.wait(delay):
+                return
+            delay = min(delay * 2, 30.0)
 
     def _publish(self, batch: RawBatch) -> None:
         self.bus.publish(batch)
@@ -215,8 +247,7 @@ class Pipeline:
                 done = self.processor.process(raw)
             except Exception:
                 # A parser/enricher bug must not lose records: keep them as failures.
-                log.exception("processing a batch of source %s failed; storing it raw",
-                              raw.source)
+                log.exception("processing a batch of source %s failed; storing it raw", raw.source)
                 self.errors += 1
                 done = self.processor.fallback(raw)
             self._to_writer.put((raw, done))
@@ -233,7 +264,10 @@ class Pipeline:
             self.events_stored += done.table.num_rows
             self.bus.ack(raw)
             if self.on_batch is not None:
-                self.on_batch(done)
+                try:
+                    self.on_batch(done)
+                except Exception:  # a progress callback must not stop the writer
+                    log.exception("on_batch callback failed")
 
     def _store(self, raw: RawBatch, done: ProcessedBatch) -> bool:
         delay = 0.5

@@ -8,14 +8,20 @@ which token to use, because DuckDB lets only one process open the store.
 
 from __future__ import annotations
 
-import json
+import difflib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightsoc import registry
+from lightsoc.client import (  # noqa: F401 - the server file's home is the client
+    EVENTS_FILE,
+    SERVER_FILE,
+    read_server_file,
+    remove_server_file,
+    write_server_file,
+)
 from lightsoc.config import Config
 from lightsoc.enrich.chain import build_enrichers
 from lightsoc.pipeline import Pipeline, SourceSpec
@@ -25,8 +31,6 @@ from lightsoc.store.state import StateStore
 
 log = logging.getLogger(__name__)
 
-EVENTS_FILE = "events.duckdb"
-SERVER_FILE = Path("run") / "server.json"
 # Sources that later issues implement; their config validates today.
 PLANNED_SOURCE_TYPES = {"syslog", "netflow", "pcap", "http", "kafka", "redis"}
 
@@ -68,7 +72,27 @@ def source_specs(config: Config) -> dict[str, SourceSpec]:
     return specs
 
 
+def check_format(name: str) -> str | None:
+    """Why `name` is not a parser name (None if it is one)."""
+    known = registry.names("parsers")
+    if name in known:
+        return None
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"no parser named {name!r}; {hint}known: {', '.join(known)}"
+
+
+def check_sources(config: Config) -> None:
+    """Problems the schema cannot see (parser names) as a `ConfigError` naming the line."""
+    for sid, sc in config.sources.items():
+        fmt = getattr(sc, "format", None)
+        problem = check_format(fmt) if fmt else None
+        if problem:
+            raise config.error(("sources", sid, "format"), problem)
+
+
 def build_sources(config: Config, stores: Stores, *, one_shot: bool = False) -> list[Source]:
+    check_sources(config)
     sources: list[Source] = []
     for sid, sc in config.sources.items():
         if sc.type in PLANNED_SOURCE_TYPES:
@@ -76,8 +100,13 @@ def build_sources(config: Config, stores: Stores, *, one_shot: bool = False) -> 
             continue
         cls = registry.get("sources", sc.type)
         sources.append(
-            cls(sid, sc, checkpoints=stores.events.checkpoints(sid), one_shot=one_shot,
-                batch_max_rows=config.pipeline.batch_max_rows)
+            cls(
+                sid,
+                sc,
+                checkpoints=stores.events.checkpoints(sid),
+                one_shot=one_shot,
+                batch_max_rows=config.pipeline.batch_max_rows,
+            )
         )
     return sources
 
@@ -86,8 +115,9 @@ def enrich_options(config: Config) -> dict[str, Any]:
     geo = config.enrich.geoip
     opts: dict[str, Any] = {
         "geoip": {
-            k: str(v) for k, v in (("city_database", geo.city_database),
-                                   ("asn_database", geo.asn_database)) if v
+            k: str(v)
+            for k, v in (("city_database", geo.city_database), ("asn_database", geo.asn_database))
+            if v
         },
     }
     if config.enrich.networks:
@@ -102,34 +132,10 @@ def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: 
     for src in sources:  # ad-hoc sources (ingest) bring their own spec
         specs.setdefault(src.id, getattr(src, "spec", None) or SourceSpec(src.id, src.type))
     return Pipeline(
-        stores.events, sources, specs, build_enrichers(enrich_options(config)),
-        bus=MemoryBus(config.pipeline.queue_max_batches), **kw,
+        stores.events,
+        sources,
+        specs,
+        build_enrichers(enrich_options(config)),
+        bus=MemoryBus(config.pipeline.queue_max_batches),
+        **kw,
     )
-
-
-# -- the server file ---------------------------------------------------------
-def write_server_file(data_dir: Path, url: str, token: str) -> Path:
-    path = Path(data_dir) / SERVER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"url": url, "token": token, "pid": os.getpid()}, fh)
-    return path
-
-
-def read_server_file(data_dir: Path) -> dict[str, Any] | None:
-    """The running server of a data directory, if its process is alive."""
-    path = Path(data_dir) / SERVER_FILE
-    try:
-        info = json.loads(path.read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return info
-
-
-def remove_server_file(data_dir: Path) -> None:
-    try:
-        (Path(data_dir) / SERVER_FILE).unlink()
-    except FileNotFoundError:
-        pass

@@ -163,5 +163,37 @@ def conform(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def to_arrow(df: pl.DataFrame) -> pa.Table:
-    """A conformed batch as an Arrow table with the exact schema."""
-    return conform(df).to_arrow().cast(ARROW_SCHEMA)
+    """A batch as an Arrow table with exactly `ARROW_SCHEMA` (absent fields all null).
+
+    Only the columns a batch has are converted; absent ones are cheap null
+    arrays, so a web batch does not pay for the DNS and syslog fields.
+    """
+    present = [n for n in NAMES if n in df.columns]
+    have = conform_present(df, present).to_arrow()
+    n = df.height
+    arrays = []
+    for f in FIELDS:
+        if f.name in present:
+            col = have.column(f.name)
+            arrays.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            arrays.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+
+def to_arrow_present(df: pl.DataFrame) -> pa.Table:
+    """Only the schema columns a batch has, typed, for stores that insert by name.
+
+    Strings stay Arrow string views (no copy out of polars); the store casts.
+    """
+    present = [n for n in NAMES if n in df.columns]
+    return conform_present(df, present).to_arrow(compat_level=pl.CompatLevel.newest())
+
+
+def conform_present(df: pl.DataFrame, present: list[str]) -> pl.DataFrame:
+    """The schema columns a batch has, cast to their polars type."""
+    return df.select(
+        pl.col(n) if df.schema[n] == POLARS_SCHEMA[n] else pl.col(n).cast(POLARS_SCHEMA[n],
+                                                                            strict=False)
+        for n in present
+    )

@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
+from lightsoc.client import remove_server_file, write_server_file
 from lightsoc.config import Config
 from lightsoc.pipeline import Pipeline
-from lightsoc.runtime import Stores, remove_server_file, write_server_file
+from lightsoc.runtime import Stores
 from lightsoc.web.api import create_app
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,25 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def bind(config: Config) -> socket.socket:
+    """The listening socket of `web.listen`; a RuntimeError naming the setting if taken."""
+    listen = config.web.listen
+    host, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(
+            f"cannot listen on {listen} (web.listen, {config.where('web', 'listen')}): "
+            f"{exc.strerror or exc}"
+        ) from None
+    return sock
+
+
 def serve(
     config: Config,
     data_dir: Path,
@@ -42,52 +64,83 @@ def serve(
     *,
     say: Callable[[str], None] = print,
 ) -> None:
-    """Run until SIGINT/SIGTERM; then stop sources, drain and commit."""
-    ensure_admin_token(stores, say)
-    stores.state.revoke_tokens(CLI_TOKEN_NAME)
-    cli_token = stores.state.create_token(CLI_TOKEN_NAME, "read")
+    """Run until SIGINT/SIGTERM; then stop sources, drain and commit.
+
+    The port is bound before anything is announced, so a taken port is one
+    clear error and the server file never points at somebody else's server.
+    """
+    sock = bind(config)
     host, port = split_listen(config.web.listen)
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
     app = create_app(stores.events, stores.state, live_metrics=pipeline.metrics)
     server = _Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
+    restore = server.install_signal_handlers()  # a signal during start-up still stops cleanly
     stop_retention = threading.Event()
-    if config.store.retention_days:
-        threading.Thread(
-            target=_retention_loop,
-            args=(stores, config.store.retention_days, stop_retention),
-            daemon=True,
-        ).start()
-    pipeline.start()
-    write_server_file(data_dir, url, cli_token)
-    say(f"API listening on {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json); Ctrl-C stops")
     try:
-        server.run()
-    finally:
-        stop_retention.set()
-        say("stopping: finishing reads and committing ...")
-        pipeline.stop()
-        remove_server_file(data_dir)
+        ensure_admin_token(stores, say)
         stores.state.revoke_tokens(CLI_TOKEN_NAME)
-        say(f"stopped; {pipeline.events_stored} events stored in this run")
+        cli_token = stores.state.create_token(CLI_TOKEN_NAME, "read")
+        url = f"http://{_connect_host(host)}:{sock.getsockname()[1]}"
+        if config.store.retention_days:
+            threading.Thread(
+                target=_retention_loop,
+                args=(stores, config.store.retention_days, stop_retention),
+                name="retention",
+                daemon=True,
+            ).start()
+        pipeline.start()
+        try:
+            write_server_file(data_dir, url, cli_token)
+            say(f"API listening on {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json); Ctrl-C stops")
+            if not server.should_exit:
+                server.run(sockets=[sock])
+        finally:
+            stop_retention.set()
+            say("stopping: finishing reads and committing ...")
+            pipeline.stop()
+            remove_server_file(data_dir)
+            stores.state.revoke_tokens(CLI_TOKEN_NAME)
+            say(f"stopped; {pipeline.events_stored} events stored in this run")
+    finally:
+        restore()
+        sock.close()
+
+
+def _connect_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):  # noqa: S104 - where a local client connects to
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after its shutdown, which would kill the
-    process before the pipeline commits; here a signal just asks it to exit."""
+    process before the pipeline commits; here a signal just asks it to exit
+    (a second one stops waiting for open connections)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+    def install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        def handler(signum: int, _frame: object) -> None:
-            self.should_exit = True
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+        yield  # installed for the whole of `serve` by install_signal_handlers
 
 
 def _retention_loop(stores: Stores, days: int, stop: threading.Event) -> None:

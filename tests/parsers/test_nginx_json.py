@@ -229,7 +229,7 @@ def test_labels_off() -> None:
 def test_same_fields_as_combined() -> None:
     """The JSON form of the first benign line parses like the combined line."""
     if not BENIGN.exists():
-        pytest.skip(f"missing test data {BENIGN}")
+        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {BENIGN}")
     combined = BENIGN.read_text().splitlines()[31]
     expect = NginxCombinedParser().parse(pl.Series([combined])).row(0, named=True)
     line = json.dumps(

@@ -66,7 +66,7 @@ def _labels(value: str | None) -> dict:
 def openssh() -> pl.DataFrame:
     path = LOGHUB / "OpenSSH_2k.log"
     if not path.exists():
-        pytest.skip(f"missing test data {path}")
+        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {path}")
     ref = pl.read_csv(LOGHUB / "OpenSSH_2k.log_structured.csv", infer_schema_length=0)
     df = parse(path.read_text().splitlines())
     assert df.height == ref.height
@@ -158,7 +158,7 @@ def test_specific_lines(openssh: pl.DataFrame) -> None:
 def _fail2ban_cases() -> list[tuple[dict, str]]:
     path = DATA / "auth" / "fail2ban" / "sshd"
     if not path.exists():
-        pytest.skip(f"missing test data {path}")
+        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {path}")
     cases, note = [], None
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith("# failJSON:"):
@@ -309,7 +309,7 @@ def test_host_names_go_to_source_domain() -> None:
 def test_linux_2k_sshd_pam_lines() -> None:
     path = LOGHUB / "Linux_2k.log"
     if not path.exists():
-        pytest.skip(f"missing test data {path}")
+        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {path}")
     lines = [x for x in path.read_text(errors="replace").splitlines() if " sshd(pam_unix)[" in x]
     df = parse(lines)
     assert (df["event.dataset"] == "sshd").all()

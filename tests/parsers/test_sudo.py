@@ -129,7 +129,7 @@ def test_sudo_labels_keep_tty_and_pwd() -> None:
 def test_linux_2k_su_sessions() -> None:
     path = LOGHUB / "Linux_2k.log"
     if not path.exists():
-        pytest.skip(f"missing test data {path}")
+        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {path}")
     lines = [x for x in path.read_text(errors="replace").splitlines() if " su(pam_unix)[" in x]
     df = parse(lines)
     assert df.height == 172

@@ -32,7 +32,7 @@ def one(line: str, now: datetime = NOW, **options: object) -> dict:
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"missing test data {path}")
+        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {path}")
     return path
 
 

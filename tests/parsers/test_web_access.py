@@ -41,7 +41,7 @@ UA_DRAGON = (
 
 def _lines(path: Path) -> pl.Series:
     if not path.exists():
-        pytest.skip(f"missing test data {path}")
+        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {path}")
     return pl.Series("raw", path.read_text().splitlines(), dtype=pl.String)
 
 

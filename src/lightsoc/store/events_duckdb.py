@@ -108,16 +108,21 @@ class DuckDBEventStore(EventStore):
         checkpoints: Sequence[Checkpoint] = (),
         counters: Iterable[SourceCounters] = (),
     ) -> None:
-        """Insert events, advance checkpoints and add counters atomically."""
-        if batch.schema != schema.ARROW_SCHEMA:
-            batch = batch.select(schema.NAMES).cast(schema.ARROW_SCHEMA)
+        """Insert events, advance checkpoints and add counters atomically.
+
+        `batch` holds any subset of the schema's columns (by name); absent
+        ones are stored as null.
+        """
+        unknown = [c for c in batch.column_names if c not in schema.BY_NAME]
+        if unknown:
+            raise ValueError(f"not event fields: {', '.join(unknown)}")
         with self._write_lock:
             cur = self._cur()
             cur.execute("BEGIN TRANSACTION")
             try:
                 if batch.num_rows:
                     cur.register("_batch", batch)
-                    cur.execute("INSERT INTO events SELECT * FROM _batch")
+                    cur.execute("INSERT INTO events BY NAME SELECT * FROM _batch")
                     cur.unregister("_batch")
                 for cp in checkpoints:
                     cur.execute(

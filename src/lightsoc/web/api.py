@@ -5,7 +5,6 @@ The query language is compiled to parameterised SQL by the store; a bad query
 is a 400 with the compiler's message.
 """
 
-
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lightsoc import __version__, schema
+from lightsoc.client import merged_stats
 from lightsoc.output import event_rows, jsonable
 from lightsoc.store.base import EventStore, TimeRange
 from lightsoc.store.query import QueryError
@@ -34,8 +34,9 @@ def create_app(
     app = FastAPI(
         title="lightsoc",
         version=__version__,
-        openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # The spec is served below behind the token; no Swagger UI (it loads from a CDN).
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
 
@@ -44,8 +45,9 @@ def create_app(
     ) -> TokenInfo:
         info = state.verify_token(creds.credentials) if creds else None
         if info is None:
-            raise HTTPException(401, "missing or invalid API token",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"}
+            )
         if info.scope not in ("admin", "read"):
             raise HTTPException(403, f"token scope {info.scope!r} cannot read")
         return info
@@ -75,6 +77,10 @@ def create_app(
             raise HTTPException(400, f"unknown field(s): {', '.join(unknown)}")
         return names
 
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    def openapi(_auth: Auth) -> dict[str, Any]:
+        return app.openapi()
+
     @app.get("/api/v1/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
@@ -93,7 +99,7 @@ def create_app(
         table = events.search(q, tr, field_list(fields), limit, order)
         return {"total": events.count(q, tr), "events": event_rows(table)}
 
-    @app.get("/api/v1/timeline/{entity}")
+    @app.get("/api/v1/timeline/{entity:path}")
     def timeline(
         entity: str,
         _auth: Auth,
@@ -124,30 +130,13 @@ def create_app(
         since: str = "24h",
     ) -> dict[str, Any]:
         rows = events.histogram(interval, q, time_range(since))
-        return {"interval": interval, "buckets": [{"time": jsonable(t), "count": c}
-                                                  for t, c in rows]}
+        return {
+            "interval": interval,
+            "buckets": [{"time": jsonable(t), "count": c} for t, c in rows],
+        }
 
     @app.get("/api/v1/stats")
     def stats(_auth: Auth) -> dict[str, Any]:
         return merged_stats(events, live_metrics() if live_metrics else None)
 
     return app
-
-
-def merged_stats(events: EventStore, live: dict[str, Any] | None) -> dict[str, Any]:
-    """Store counts plus, when a pipeline runs, its live per-source metrics."""
-    out = events.stats()
-    if live:
-        by_id = {s["id"]: s for s in out["sources"]}
-        for sid, m in live.get("sources", {}).items():
-            entry = by_id.get(sid)
-            if entry is None:
-                entry = {"id": sid, "type": m["type"], "received": 0, "events": 0,
-                         "parse_failures": 0, "dropped": 0, "bytes": 0, "last_seen": None}
-                out["sources"].append(entry)
-            entry.update(
-                lag_bytes=m["lag_bytes"], errors=m["errors"], last_error=m["last_error"],
-                skipped_empty=m["skipped_empty"],
-            )
-        out["pipeline"] = {k: v for k, v in live.items() if k != "sources"}
-    return out

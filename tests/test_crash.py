@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
+from lightsoc.store.events_duckdb import DuckDBEventStore
 from tests.helpers import SSH_LOG, LightsocServer, cli_json, wait_until, write_config
 
 LINES = 240_000
@@ -37,11 +37,18 @@ def make_log(path: Path, n: int) -> list[int]:
 
 
 def store_state(data_dir: Path, log: Path) -> dict[str, Any]:
-    """Check the store's invariants (read-only, straight from DuckDB) and return its state."""
-    con = duckdb.connect(str(data_dir / "events.duckdb"), read_only=True)
+    """Check the store's invariants (read-only, through the catalog) and return its state.
+
+    Only segments the catalog committed count: a segment file written just
+    before the kill but never committed must not be seen.
+    """
+    store = DuckDBEventStore(data_dir / "events.duckdb", read_only=True)
+    src, src_params = store._events(None)
+    con = store._cur()
     try:
         total, distinct, max_offset = con.execute(
-            'SELECT count(*), count(DISTINCT "event.id"), max("log.offset") FROM events'
+            f'SELECT count(*), count(DISTINCT "event.id"), max("log.offset") FROM {src}',  # noqa: S608
+            src_params,
         ).fetchone()
         checkpoints = con.execute(
             'SELECT path, "offset" FROM lightsoc_checkpoints WHERE source = ?', ["auth"]
@@ -53,10 +60,14 @@ def store_state(data_dir: Path, log: Path) -> dict[str, Any]:
         ).fetchall()
         offsets = [
             r[0]
-            for r in con.execute('SELECT "log.offset" FROM events ORDER BY "log.offset"').fetchall()
+            for r in con.execute(
+                f'SELECT "log.offset" FROM {src} ORDER BY "log.offset"',  # noqa: S608
+                src_params,
+            ).fetchall()
         ]
+        assert total == store.count()  # the catalog's row counts agree with the files
     finally:
-        con.close()
+        store.close()
     assert distinct == total, "an event.id is stored twice"
     committed = checkpoints[0][1] if checkpoints else 0
     if checkpoints:

@@ -320,9 +320,9 @@ class WebConfig(_Model):
 
 
 class PipelineConfig(_Model):
-    batch_max_rows: PositiveInt = 65536
+    batch_max_rows: PositiveInt = 32768
     batch_max_ms: PositiveInt = 500
-    queue_max_batches: PositiveInt = 8
+    queue_max_batches: PositiveInt = 2
 
 
 def _escape_env(data: Any) -> Any:

@@ -192,7 +192,7 @@ class Pipeline:
         self._stopping = threading.Event()
         self._sources_done = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._to_writer: queue.Queue[tuple[RawBatch, ProcessedBatch] | None] = queue.Queue(2)
+        self._to_writer: queue.Queue[tuple[RawBatch, ProcessedBatch] | None] = queue.Queue(1)
         self.errors = 0
         self.started = time.time()
         self.events_stored = 0

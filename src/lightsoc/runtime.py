@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import difflib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightsoc import registry
 from lightsoc.client import (  # noqa: F401 - the server file's home is the client
@@ -27,7 +27,9 @@ from lightsoc.enrich.chain import build_enrichers
 from lightsoc.pipeline import Pipeline, SourceSpec
 from lightsoc.sources.base import Source
 from lightsoc.store.events_duckdb import DuckDBEventStore
-from lightsoc.store.state import StateStore
+
+if TYPE_CHECKING:
+    from lightsoc.store.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,25 @@ PLANNED_SOURCE_TYPES = {"syslog", "netflow", "pcap", "http", "kafka", "redis"}
 
 @dataclass
 class Stores:
+    """The event store, and the state store opened on first use (ingest needs none)."""
+
     events: DuckDBEventStore
-    state: StateStore
+    data_dir: Path
+    state_url: str = "sqlite"
+    _state: StateStore | None = field(default=None, repr=False)
+
+    @property
+    def state(self) -> StateStore:
+        if self._state is None:
+            from lightsoc.store.state import StateStore
+
+            self._state = StateStore.for_data_dir(self.data_dir, self.state_url)
+        return self._state
 
     def close(self) -> None:
         self.events.close()
-        self.state.close()
+        if self._state is not None:
+            self._state.close()
 
 
 def open_stores(data_dir: Path, config: Config | None = None, *, read_only: bool = False) -> Stores:
@@ -54,8 +69,7 @@ def open_stores(data_dir: Path, config: Config | None = None, *, read_only: bool
     if events_url != "duckdb":
         raise ValueError(f"store.events: {events_url!r} is not available yet (only duckdb)")
     events = DuckDBEventStore(data_dir / EVENTS_FILE, read_only=read_only)
-    state = StateStore.for_data_dir(data_dir, config.store.state if config else "sqlite")
-    return Stores(events, state)
+    return Stores(events, data_dir, config.store.state if config else "sqlite")
 
 
 def source_specs(config: Config) -> dict[str, SourceSpec]:

@@ -133,14 +133,62 @@ def test_second_writer_is_refused_and_readers_see_data(tmp_path):
     reader.close()
 
 
-def test_reopen_adds_missing_columns(tmp_path):
-    import duckdb
+def test_segment_from_an_older_schema_reads_new_fields_as_null(tmp_path):
+    import polars as pl
 
-    path = tmp_path / "events.duckdb"
-    con = duckdb.connect(str(path))
-    con.execute('CREATE TABLE events ("@timestamp" TIMESTAMPTZ, "event.id" VARCHAR)')
-    con.close()
-    store = DuckDBEventStore(path)
-    store.append(schema.to_arrow(events(1)))
-    assert store.search("").num_columns == len(schema.FIELDS)
+    from lightsoc.store.segments import Segment
+
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    old = pl.DataFrame({"@timestamp": [T0], "event.id": ["old-1"], "source.ip": ["1.2.3.4"]},
+                       schema_overrides={"@timestamp": schema.polars_type("@timestamp")})
+    old.write_parquet(tmp_path / "events" / "seg-old.parquet")
+    cur = store._cur()
+    store._add_segment(cur, Segment("old", "seg-old.parquet", 1, T0, T0))
+    store.append(schema.to_arrow(events(1, start=T0 + timedelta(hours=1))))
+    got = store.search("source.ip:1.2.3.4")
+    assert got.num_columns == len(schema.FIELDS)
+    assert got.column("event.id").to_pylist() == ["old-1"]
+    assert got.column("dns.question.name").to_pylist() == [None]
     store.close()
+
+
+def test_uncommitted_segment_files_are_removed_on_open(tmp_path):
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.append(schema.to_arrow(events(3)))
+    # a crash between writing a segment and committing it leaves a file behind
+    orphan = store.files.write(schema.to_arrow(events(5)))
+    store.close()
+    assert (tmp_path / "events" / orphan.file).exists()
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    assert not (tmp_path / "events" / orphan.file).exists()
+    assert store.count() == 3 and store.count("source.ip:*") == 3
+    store.close()
+
+
+def test_small_segments_are_compacted_without_changing_results(tmp_path, monkeypatch):
+    from lightsoc.store import events_duckdb
+
+    monkeypatch.setattr(events_duckdb, "MERGE_AT", 4)
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    for i in range(3):
+        store.append(schema.to_arrow(events(5, start=T0 + timedelta(hours=i))))
+    assert store.stats()["segments"] == 3
+    before = sorted(store.search("", limit=100).column("event.id").to_pylist())
+    store.append(schema.to_arrow(events(5, start=T0 + timedelta(hours=3))))  # 4th: merge
+    assert store.stats()["segments"] == 1
+    assert store.count() == 20 and store.count("tags:parse_failure") == 4
+    after = sorted(store.search("", limit=100).column("event.id").to_pylist())
+    assert len(after) == 20 and set(before) <= set(after)
+    store.close()
+
+
+def test_retention_rewrites_a_segment_that_straddles_the_cutoff(store):
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = events(4, start=now - timedelta(days=31))  # minutes apart: one segment
+    rows = rows.with_columns(
+        pl.Series("@timestamp", [now - timedelta(days=d) for d in (40, 35, 10, 1)],
+                  dtype=schema.polars_type("@timestamp")))
+    store.append(schema.to_arrow(rows))
+    assert store.retention(30, now=now) == 2
+    assert store.count() == 2
+    assert sorted(store.search("").column("event.id").to_pylist()) == ["e2", "e3"]

@@ -6,8 +6,9 @@ column already held (or null). A batch without the input columns comes back
 unchanged.
 
 Lookups never run per row: `Enricher.lookup_unique` calls a function once per
-distinct non-null key of the batch (consulting a bounded LRU cache shared
-across batches first) and joins the results back onto the rows.
+distinct key the enricher has not seen before, keeps the answers in a bounded
+polars frame shared across batches (oldest entries evicted first) and joins
+them back onto the rows, so a warm batch costs two joins and no Python loop.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import polars as pl
@@ -25,7 +25,7 @@ from lightsoc import schema
 
 DEFAULT_CACHE_SIZE = 100_000
 _KEY = "__lightsoc_enrich_key"
-_MISSING = object()
+_HIT = "__lightsoc_enrich_hit"
 
 #: what a lookup function returns for one key: one value per output, or None
 Row = tuple[Any, ...] | None
@@ -35,35 +35,39 @@ class EnrichConfigError(ValueError):
     """An enricher's configuration is unusable (bad path, bad database, bad CIDR)."""
 
 
-class LRUCache:
-    """A small bounded mapping that evicts the least recently used entry."""
+class FrameCache:
+    """Known keys and their lookup results, as one polars frame per namespace.
+
+    Rows are kept in insertion order; past `maxsize` the oldest are dropped.
+    A key whose lookup found nothing is kept too (with `_HIT` false), so it is
+    not looked up again.
+    """
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 0:
             raise EnrichConfigError(f"cache_size must be >= 0, got {maxsize}")
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self.frames: dict[str, pl.DataFrame] = {}
 
     def __len__(self) -> int:
-        return len(self._data)
+        return sum(f.height for f in self.frames.values())
 
-    def get(self, key: Hashable, default: Any = None) -> Any:
-        value = self._data.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        self._data.move_to_end(key)
-        return value
+    def get(self, namespace: str) -> pl.DataFrame | None:
+        return self.frames.get(namespace)
 
-    def put(self, key: Hashable, value: Any) -> None:
+    def add(self, namespace: str, new: pl.DataFrame) -> pl.DataFrame:
+        """Add looked-up rows; returns the frame to join against (cached or not)."""
+        old = self.frames.get(namespace)
+        if old is not None and old.schema != new.schema:
+            old = None
+        both = new if old is None else pl.concat([old, new], how="vertical")
         if self.maxsize == 0:
-            return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+            return both
+        self.frames[namespace] = both.tail(self.maxsize) if both.height > self.maxsize else both
+        return both
 
     def clear(self) -> None:
-        self._data.clear()
+        self.frames.clear()
 
 
 class Enricher(ABC):
@@ -83,7 +87,7 @@ class Enricher(ABC):
             size = int(size)
         except (TypeError, ValueError):
             raise EnrichConfigError(f"cache_size must be an integer, got {size!r}") from None
-        self._cache = LRUCache(size)
+        self._cache = FrameCache(size)
         self._lock = threading.Lock()
         #: number of real (uncached) lookups performed so far
         self.lookups = 0
@@ -114,22 +118,25 @@ class Enricher(ABC):
         uniq = keys.drop_nulls().unique(maintain_order=True)  # faster than unordered here
         if uniq.len() == 0:
             return None
-        rows: list[tuple[Any, ...]] = []
+        lookup_schema = {_KEY: pl.String, _HIT: pl.Boolean, **out}
         with self._lock:
-            cache = self._cache
-            for key in uniq.to_list():
-                ck = (namespace, key)
-                row = cache.get(ck, _MISSING)
-                if row is _MISSING:
+            known = self._cache.get(namespace)
+            if known is not None and known.schema != lookup_schema:
+                known = None  # the same namespace with other outputs: start afresh
+            todo = uniq if known is None else uniq.filter(~uniq.is_in(known.get_column(_KEY).implode()))
+            if todo.len():
+                width = len(out)
+                rows = []
+                for key in todo.to_list():
                     self.lookups += 1
                     row = fn(key)
-                    cache.put(ck, row)
-                if row is not None:
-                    rows.append((key, *row))
-        if not rows:
+                    rows.append((key, False, *([None] * width)) if row is None
+                                else (key, True, *row))
+                new = pl.DataFrame(rows, schema=lookup_schema, orient="row")
+                known = self._cache.add(namespace, new)
+        table = known.filter(pl.col(_HIT)).drop(_HIT) if known is not None else None
+        if table is None or table.height == 0:
             return None
-        lookup_schema = {_KEY: pl.String, **out}
-        table = pl.DataFrame(rows, schema=lookup_schema, orient="row")
         aligned = (
             keys.alias(_KEY).to_frame().join(table, on=_KEY, how="left", maintain_order="left")
         )

@@ -6,7 +6,6 @@ conditions with `wait_until` (polling with a timeout) instead of sleeping.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from lightsoc.config import FileSourceConfig
 from lightsoc.pipeline import Pipeline, SourceSpec
 from lightsoc.sources.file import FileSource
 from lightsoc.store.events_duckdb import DuckDBEventStore
+from tests.helpers import wait_until as _wait_until
 
 TIMEOUT = 10.0
 FIELDS = ["event.id", "event.original", "log.offset", "log.file.path", "tags", "event.dataset"]
@@ -22,14 +22,7 @@ FIELDS = ["event.id", "event.original", "log.offset", "log.file.path", "tags", "
 
 def wait_until(cond: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
     """Poll `cond` until it is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
-        time.sleep(0.02)
+    return _wait_until(cond, timeout=timeout, what=what or str(cond), interval=0.02)
 
 
 def syslog(i: int, tag: str = "app") -> str:

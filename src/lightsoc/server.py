@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 CLI_TOKEN_NAME = "cli-local"
 RETENTION_EVERY_SECONDS = 3600
+MAINTENANCE_EVERY_SECONDS = 60
 
 
 def ensure_admin_token(stores: Stores, say: Callable[[str], None]) -> None:
@@ -82,13 +84,12 @@ def serve(
         stores.state.revoke_tokens(CLI_TOKEN_NAME)
         cli_token = stores.state.create_token(CLI_TOKEN_NAME, "read")
         url = f"http://{_connect_host(host)}:{sock.getsockname()[1]}"
-        if config.store.retention_days:
-            threading.Thread(
-                target=_retention_loop,
-                args=(stores, config.store.retention_days, stop_retention),
-                name="retention",
-                daemon=True,
-            ).start()
+        threading.Thread(
+            target=_maintenance_loop,
+            args=(stores, config.store.retention_days, stop_retention),
+            name="maintenance",
+            daemon=True,
+        ).start()
         pipeline.start()
         try:
             write_server_file(data_dir, url, cli_token)
@@ -143,12 +144,19 @@ class _Server(uvicorn.Server):
         yield  # installed for the whole of `serve` by install_signal_handlers
 
 
-def _retention_loop(stores: Stores, days: int, stop: threading.Event) -> None:
+def _maintenance_loop(stores: Stores, days: int | None, stop: threading.Event) -> None:
+    """Store upkeep off the ingest path: segment compaction often, retention hourly."""
+    last_retention = 0.0
     while not stop.is_set():
         try:
-            deleted = stores.events.retention(days)
-            if deleted:
-                log.info("retention: deleted %d events older than %d days", deleted, days)
+            merged = stores.events.maintain()
+            if merged:
+                log.info("compaction: merged %d segment files", merged)
+            if days and time.monotonic() - last_retention >= RETENTION_EVERY_SECONDS:
+                last_retention = time.monotonic()
+                deleted = stores.events.retention(days)
+                if deleted:
+                    log.info("retention: deleted %d events older than %d days", deleted, days)
         except Exception:
-            log.exception("retention failed")
-        stop.wait(RETENTION_EVERY_SECONDS)
+            log.exception("store maintenance failed")
+        stop.wait(MAINTENANCE_EVERY_SECONDS)

@@ -192,3 +192,41 @@ def test_retention_rewrites_a_segment_that_straddles_the_cutoff(store):
     assert store.retention(30, now=now) == 2
     assert store.count() == 2
     assert sorted(store.search("").column("event.id").to_pylist()) == ["e2", "e3"]
+
+
+def test_maintain_merges_medium_segments(tmp_path, monkeypatch):
+    from lightsoc.store import events_duckdb
+
+    monkeypatch.setattr(events_duckdb, "MEDIUM_MERGE_AT", 3)
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    for i in range(2):
+        store.append(schema.to_arrow(events(4, start=T0 + timedelta(hours=i))))
+    assert store.maintain() == 0  # not enough of them yet
+    store.append(schema.to_arrow(events(4, start=T0 + timedelta(hours=2))))
+    assert store.maintain() == 3
+    assert store.stats()["segments"] == 1 and store.count() == 12
+    assert store.top("source.ip", n=1) == [("10.0.0.0", 6)]
+    store.close()
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_search_reads_newest_segments_first_with_the_same_result(tmp_path, order):
+    import random
+
+    rng = random.Random(5)
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    stamps = []
+    for seg in range(30):  # overlapping, out-of-order segments
+        start = T0 + timedelta(minutes=rng.randrange(0, 600))
+        rows = events(7, start=start).with_columns(
+            pl.format("s{}-e{}", pl.lit(seg), pl.int_range(7)).alias("event.id"))
+        stamps += list(zip(rows["@timestamp"].to_list(), rows["event.id"].to_list(), strict=True))
+        store.append(schema.to_arrow(rows))
+    expect = sorted(stamps, reverse=order == "desc")
+    for limit in (1, 5, 40, 500):
+        got = store.search("", limit=limit, order=order, fields=["@timestamp", "event.id"])
+        got_ts = got.column("@timestamp").to_pylist()
+        assert got_ts == [t for t, _ in expect[:limit]]
+        only_ids = store.search("", limit=limit, order=order, fields=["event.id"])
+        assert only_ids.column("event.id").to_pylist() == got.column("event.id").to_pylist()
+    store.close()

@@ -52,11 +52,15 @@ _DUCK_TYPES = {
 # Queries larger than this spill to disk in the data directory.
 DEFAULT_MEMORY_LIMIT = "256MB"
 
-# Compaction: a slow tail commits a small segment every poll; once MERGE_AT
-# segments are under SMALL_ROWS they are merged into files of up to TARGET_ROWS.
-# Bulk batches (tens of thousands of rows) are never rewritten.
+# Compaction, two tiers. A slow tail commits a small segment every poll: once
+# MERGE_AT segments are under SMALL_ROWS, the writer merges them at once (cheap).
+# Bulk batches make medium segments; `maintain()` (the server's background
+# loop, never the ingest hot path) merges MEDIUM_MERGE_AT of those under
+# MEDIUM_ROWS. Merged files hold up to TARGET_ROWS.
 SMALL_ROWS = 16_384
 MERGE_AT = 32
+MEDIUM_ROWS = 262_144
+MEDIUM_MERGE_AT = 8
 TARGET_ROWS = 1_000_000
 
 log = logging.getLogger(__name__)
@@ -237,13 +241,21 @@ class DuckDBEventStore(EventStore):
             raise
         self.files.discard(old)
 
-    def compact(self) -> int:
-        """Merge small segments (oldest first) into larger ones; returns files merged."""
+    def maintain(self) -> int:
+        """Background upkeep: merge medium segments once there are enough of them."""
+        (n,) = self._cur().execute(
+            "SELECT count(*) FROM lightsoc_segments WHERE rows < ?", [MEDIUM_ROWS]
+        ).fetchone()
+        return self.compact(MEDIUM_ROWS) if n >= MEDIUM_MERGE_AT else 0
+
+    def compact(self, below_rows: int = SMALL_ROWS) -> int:
+        """Merge segments under `below_rows` (oldest first) into larger ones; returns
+        how many files were merged."""
         merged = 0
         with self._write_lock:
             rows = self._cur().execute(
                 "SELECT file, rows FROM lightsoc_segments WHERE rows < ? ORDER BY min_ts, created",
-                [SMALL_ROWS],
+                [below_rows],
             ).fetchall()
             groups: list[list[str]] = [[]]
             size = 0
@@ -290,16 +302,25 @@ class DuckDBEventStore(EventStore):
         return deleted
 
     # -- reads -----------------------------------------------------------
-    def _events(self, tr: TimeRange | None) -> tuple[str, list[Any]]:
-        """FROM clause over the committed segments overlapping the time range."""
-        sql, params = "SELECT file FROM lightsoc_segments WHERE TRUE", []
+    def _segments(self, tr: TimeRange | None, order: str = "") -> list[tuple[str, Any, Any]]:
+        """(path, min_ts, max_ts) of committed segments overlapping the time range."""
+        sql, params = "SELECT file, min_ts, max_ts FROM lightsoc_segments WHERE TRUE", []
         if tr is not None and tr.start is not None:
             sql += " AND max_ts >= ?"
             params.append(tr.start)
         if tr is not None and tr.end is not None:
             sql += " AND min_ts < ?"
             params.append(tr.end)
-        files = [self.files.path(r[0]) for r in self._cur().execute(sql, params).fetchall()]
+        sql += {"desc": " ORDER BY max_ts DESC", "asc": " ORDER BY min_ts"}.get(order, "")
+        return [(self.files.path(f), lo, hi) for f, lo, hi in
+                self._cur().execute(sql, params).fetchall()]
+
+    def _events(
+        self, tr: TimeRange | None, files: list[str] | None = None
+    ) -> tuple[str, list[Any]]:
+        """FROM clause over the given segment files (default: all overlapping `tr`)."""
+        if files is None:
+            files = [f for f, _, _ in self._segments(tr)]
         if not files:
             return "events_template", []
         # The empty template supplies every schema column, even for old segments.
@@ -337,12 +358,44 @@ class DuckDBEventStore(EventStore):
         limit: int = 100,
         order: str = "desc",
     ) -> pa.Table:
-        direction = "ASC" if order == "asc" else "DESC"
-        sql, params = self._select(
-            _select_list(fields), query, time_range,
-            f'ORDER BY "@timestamp" {direction}, "event.id" LIMIT ?', tail_params=[int(limit)],
+        """The newest (or oldest) `limit` matching events.
+
+        Segments are tried newest first in widening steps: once `limit` rows
+        are found and none of the remaining segments can hold a newer event,
+        the older segments are never read.
+        """
+        order = "asc" if order == "asc" else "desc"
+        segments = self._segments(time_range, order)
+        take = 8
+        while True:
+            files = [f for f, _, _ in segments[:take]]
+            table = self._search_files(query, time_range, fields, limit, order, files)
+            if take >= len(segments) or table.num_rows < limit:
+                if take >= len(segments):
+                    return table
+                take *= 4
+                continue
+            if fields and "@timestamp" not in fields:
+                table_ts = self._search_files(query, time_range, ["@timestamp"], limit, order, files)
+            else:
+                table_ts = table
+            edge = table_ts.column("@timestamp")[-1].as_py()
+            nxt = segments[take]
+            if (order == "desc" and edge > nxt[2]) or (order == "asc" and edge < nxt[1]):
+                return table
+            take *= 4
+
+    def _search_files(
+        self, query: str, tr: TimeRange | None, fields: Sequence[str] | None, limit: int,
+        order: str, files: list[str],
+    ) -> pa.Table:
+        src, src_params = self._events(tr, files)
+        where, params = self._where(query, tr)
+        sql = (
+            f"SELECT {_select_list(fields)} FROM {src} AS events WHERE {where} "  # noqa: S608
+            f'ORDER BY "@timestamp" {order.upper()}, "event.id" LIMIT ?'
         )
-        return self._cur().sql(sql, params=params).to_arrow_table()
+        return self._cur().sql(sql, params=[*src_params, *params, int(limit)]).to_arrow_table()
 
     def count(self, query: str = "", time_range: TimeRange | None = None) -> int:
         if not query.strip() and time_range is None:

@@ -166,7 +166,7 @@ def test_uncommitted_segment_files_are_removed_on_open(tmp_path):
 
 
 def test_small_segments_are_compacted_without_changing_results(tmp_path, monkeypatch):
-    from lightsoc.store import events_duckdb
+    from lightsoc.store import compaction as events_duckdb
 
     monkeypatch.setattr(events_duckdb, "MERGE_AT", 4)
     store = DuckDBEventStore(tmp_path / "events.duckdb")
@@ -195,7 +195,7 @@ def test_retention_rewrites_a_segment_that_straddles_the_cutoff(store):
 
 
 def test_maintain_merges_medium_segments(tmp_path, monkeypatch):
-    from lightsoc.store import events_duckdb
+    from lightsoc.store import compaction as events_duckdb
 
     monkeypatch.setattr(events_duckdb, "MEDIUM_MERGE_AT", 3)
     store = DuckDBEventStore(tmp_path / "events.duckdb")

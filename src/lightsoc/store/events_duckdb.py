@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from lightsoc import schema
+from lightsoc.store import compaction
 from lightsoc.store.base import (
     Checkpoint,
     EventStore,
@@ -36,6 +37,7 @@ from lightsoc.store.base import (
     StoreLockedError,
     TimeRange,
 )
+from lightsoc.store.compaction import SegmentMaintenance
 from lightsoc.store.query import compile_query, quote_ident
 from lightsoc.store.segments import SEGMENT_DIR, Segment, SegmentFiles
 
@@ -52,16 +54,6 @@ _DUCK_TYPES = {
 # Queries larger than this spill to disk in the data directory.
 DEFAULT_MEMORY_LIMIT = "256MB"
 
-# Compaction, two tiers. A slow tail commits a small segment every poll: once
-# MERGE_AT segments are under SMALL_ROWS, the writer merges them at once (cheap).
-# Bulk batches make medium segments; `maintain()` (the server's background
-# loop, never the ingest hot path) merges MEDIUM_MERGE_AT of those under
-# MEDIUM_ROWS. Merged files hold up to TARGET_ROWS.
-SMALL_ROWS = 16_384
-MERGE_AT = 32
-MEDIUM_ROWS = 262_144
-MEDIUM_MERGE_AT = 8
-TARGET_ROWS = 1_000_000
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +77,7 @@ def _ddl_columns() -> str:
     return ", ".join(f"{quote_ident(f.name)} {_DUCK_TYPES[f.type]}" for f in schema.FIELDS)
 
 
-class DuckDBEventStore(EventStore):
+class DuckDBEventStore(SegmentMaintenance, EventStore):
     """Catalog in `path` (a DuckDB file), segments beside it; thread-safe via cursors."""
 
     def __init__(
@@ -190,7 +182,7 @@ class DuckDBEventStore(EventStore):
                     self.files.discard([segment.file], now=True)
                 raise
             self.files.purge()
-        if self._small_segments() >= MERGE_AT:
+        if self._small_segments() >= compaction.MERGE_AT:
             self.compact()
 
     @staticmethod
@@ -200,77 +192,6 @@ class DuckDBEventStore(EventStore):
             [seg.id, seg.file, seg.rows, seg.min_ts, seg.max_ts],
         )
 
-    def _small_segments(self) -> int:
-        return int(self._cur().execute(
-            "SELECT count(*) FROM lightsoc_segments WHERE rows < ?", [SMALL_ROWS]
-        ).fetchone()[0])
-
-    def _rewrite(self, files: list[str], where: str = "TRUE", params: Sequence[Any] = ()) -> Segment | None:
-        """Copy the rows of `files` matching `where` into one new published segment."""
-        seg_id, tmp = self.files.temp_target()
-        paths = ", ".join(_sql_str(self.files.path(f)) for f in files)
-        cols = ", ".join(quote_ident(n) for n in schema.NAMES)
-        # Paths are our own file names (quoted above); values stay parameters.
-        self._cur().execute(
-            f"COPY (SELECT {cols} FROM (SELECT * FROM events_template UNION ALL BY NAME "  # noqa: S608
-            f"SELECT * FROM read_parquet([{paths}], union_by_name=true)) WHERE {where}) "
-            f"TO {_sql_str(str(tmp))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)",
-            list(params),
-        )
-        rows, lo, hi = self._cur().execute(
-            'SELECT count(*), min("@timestamp"), max("@timestamp") FROM read_parquet(?)',
-            [str(tmp)],
-        ).fetchone()
-        if not rows:
-            tmp.unlink(missing_ok=True)
-            return None
-        return Segment(seg_id, self.files.publish(tmp), int(rows), lo, hi)
-
-    def _replace(self, old: list[str], new: Segment | None) -> None:
-        cur = self._cur()
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            cur.execute("DELETE FROM lightsoc_segments WHERE file IN (SELECT unnest(?))", [old])
-            if new is not None:
-                self._add_segment(cur, new)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            if new is not None:
-                self.files.discard([new.file], now=True)
-            raise
-        self.files.discard(old)
-
-    def maintain(self) -> int:
-        """Background upkeep: merge medium segments once there are enough of them."""
-        (n,) = self._cur().execute(
-            "SELECT count(*) FROM lightsoc_segments WHERE rows < ?", [MEDIUM_ROWS]
-        ).fetchone()
-        return self.compact(MEDIUM_ROWS) if n >= MEDIUM_MERGE_AT else 0
-
-    def compact(self, below_rows: int = SMALL_ROWS) -> int:
-        """Merge segments under `below_rows` (oldest first) into larger ones; returns
-        how many files were merged."""
-        merged = 0
-        with self._write_lock:
-            rows = self._cur().execute(
-                "SELECT file, rows FROM lightsoc_segments WHERE rows < ? ORDER BY min_ts, created",
-                [below_rows],
-            ).fetchall()
-            groups: list[list[str]] = [[]]
-            size = 0
-            for file, n in rows:
-                if size + n > TARGET_ROWS and groups[-1]:
-                    groups.append([])
-                    size = 0
-                groups[-1].append(file)
-                size += n
-            for group in groups:
-                if len(group) > 1:
-                    self._replace(group, self._rewrite(group))
-                    merged += len(group)
-        return merged
-
     def checkpoints(self, source: str) -> dict[str, Checkpoint]:
         rows = self._cur().execute(
             'SELECT source, stream, path, fingerprint, fingerprint_len, generation, "offset", done '
@@ -278,28 +199,6 @@ class DuckDBEventStore(EventStore):
             [source],
         ).fetchall()
         return {r[1]: Checkpoint(*r) for r in rows}
-
-    def retention(self, days: int, *, now: datetime | None = None) -> int:
-        """Delete events older than `days` (by @timestamp); returns how many."""
-        now = now or datetime.now(UTC)
-        cutoff = now - timedelta(days=days)
-        deleted = 0
-        with self._write_lock:
-            expired = self._cur().execute(
-                "SELECT file, rows FROM lightsoc_segments WHERE max_ts < ?", [cutoff]
-            ).fetchall()
-            if expired:
-                self._replace([f for f, _ in expired], None)
-                deleted += sum(n for _, n in expired)
-            straddling = self._cur().execute(
-                "SELECT file, rows FROM lightsoc_segments WHERE min_ts < ? AND max_ts >= ?",
-                [cutoff, cutoff],
-            ).fetchall()
-            for file, n in straddling:
-                new = self._rewrite([file], '"@timestamp" >= ?', [cutoff])
-                self._replace([file], new)
-                deleted += n - (new.rows if new else 0)
-        return deleted
 
     # -- reads -----------------------------------------------------------
     def _segments(self, tr: TimeRange | None, order: str = "") -> list[tuple[str, Any, Any]]:
@@ -480,11 +379,6 @@ class DuckDBEventStore(EventStore):
             "sources": sources,
             "segments": int(cur.execute("SELECT count(*) FROM lightsoc_segments").fetchone()[0]),
         }
-
-
-def _sql_str(value: str) -> str:
-    """A SQL string literal (for our own file paths only)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _field(name: str) -> str:

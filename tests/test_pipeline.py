@@ -145,7 +145,7 @@ def test_a_failing_on_batch_callback_does_not_stop_the_pipeline(store, enrichers
     calls = []
 
     def on_batch(done):
-        calls.append(done.table.num_rows)
+        calls.append(done.events.height)
         raise RuntimeError("callback bug")
 
     batches = [raw_batch("a", [SYSLOG], i) for i in range(3)]

@@ -322,7 +322,7 @@ class WebConfig(_Model):
 class PipelineConfig(_Model):
     batch_max_rows: PositiveInt = 32768
     batch_max_ms: PositiveInt = 500
-    queue_max_batches: PositiveInt = 2
+    queue_max_batches: PositiveInt = 1
 
 
 def _escape_env(data: Any) -> Any:

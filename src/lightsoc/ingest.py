@@ -86,8 +86,8 @@ def ingest(
         summary.events += done.counters.events
         summary.parse_failures += done.counters.parse_failures
         summary.peak_rss_mb = max(summary.peak_rss_mb, proc.memory_info().rss / 2**20)
-        if done.table.num_rows:
-            datasets.append(pl.from_arrow(done.table.column("event.dataset")).value_counts())
+        if done.events.height:
+            datasets.append(done.events.get_column("event.dataset").value_counts())
         if on_progress is not None:
             on_progress(done.counters.bytes)
 

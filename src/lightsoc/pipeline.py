@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from lightsoc import registry, schema
 from lightsoc.bus.base import Bus, RawBatch
@@ -67,7 +66,8 @@ class StageMetrics:
 
 @dataclass
 class ProcessedBatch:
-    table: pa.Table
+    #: ECS columns in schema order and types (stores take it as it is)
+    events: pl.DataFrame
     counters: SourceCounters
 
 
@@ -110,7 +110,7 @@ class Processor:
             last_seen=now,
         )
         if raw.records.height == 0:
-            return ProcessedBatch(schema.ARROW_SCHEMA.empty_table(), counters)
+            return ProcessedBatch(pl.DataFrame(schema=schema.POLARS_SCHEMA), counters)
         t0 = time.perf_counter()
         df = parse_records(raw.records, self.parser_for(spec))
         t1 = time.perf_counter()
@@ -121,9 +121,9 @@ class Processor:
         df = self._finish(df, spec, now)
         counters.events = df.height
         counters.parse_failures = int((~df["_parse_ok"]).sum())
-        table = schema.to_arrow_present(df)
+        events = schema.conform(df)
         self.stages["conform"].add(df.height, time.perf_counter() - t2)
-        return ProcessedBatch(table, counters)
+        return ProcessedBatch(events, counters)
 
     def fallback(self, raw: RawBatch) -> ProcessedBatch:
         """The batch as parse failures with their original text (last resort)."""
@@ -145,7 +145,7 @@ class Processor:
             bytes=raw.bytes,
             last_seen=now,
         )
-        return ProcessedBatch(schema.to_arrow_present(df), counters)
+        return ProcessedBatch(schema.conform(df), counters)
 
     def _finish(self, df: pl.DataFrame, spec: SourceSpec, now: datetime) -> pl.DataFrame:
         ts_type = schema.polars_type("@timestamp")
@@ -261,7 +261,7 @@ class Pipeline:
             raw, done = item
             if not self._store(raw, done):
                 return
-            self.events_stored += done.table.num_rows
+            self.events_stored += done.events.height
             self.bus.ack(raw)
             if self.on_batch is not None:
                 try:
@@ -274,8 +274,8 @@ class Pipeline:
         while True:
             try:
                 t0 = time.perf_counter()
-                self.store.append(done.table, raw.checkpoints, [done.counters])
-                self.processor.stages["store"].add(done.table.num_rows, time.perf_counter() - t0)
+                self.store.append(done.events, raw.checkpoints, [done.counters])
+                self.processor.stages["store"].add(done.events.height, time.perf_counter() - t0)
                 return True
             except Exception:
                 # Not committed: offsets stay where they were. Retry (this blocks

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 
@@ -55,7 +56,7 @@ class EventStore(ABC):
     @abstractmethod
     def append(
         self,
-        batch: pa.Table,
+        batch: pa.Table | pl.DataFrame,
         checkpoints: Sequence[Checkpoint] = (),
         counters: Iterable[SourceCounters] = (),
     ) -> None: ...

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 
 from lightsoc import schema
@@ -136,20 +137,22 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
     # -- writes ----------------------------------------------------------
     def append(
         self,
-        batch: pa.Table,
+        batch: pa.Table | pl.DataFrame,
         checkpoints: Sequence[Checkpoint] = (),
         counters: Iterable[SourceCounters] = (),
     ) -> None:
         """Insert events, advance checkpoints and add counters atomically.
 
-        `batch` holds any subset of the schema's columns (by name); absent
-        ones are stored as null.
+        `batch` (Arrow or polars) holds any subset of the schema's columns (by
+        name); absent ones are stored as null.
         """
-        unknown = [c for c in batch.column_names if c not in schema.BY_NAME]
+        names = batch.columns if isinstance(batch, pl.DataFrame) else batch.column_names
+        unknown = [c for c in names if c not in schema.BY_NAME]
         if unknown:
             raise ValueError(f"not event fields: {', '.join(unknown)}")
+        rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
         with self._write_lock:
-            segment = self.files.write(batch) if batch.num_rows else None
+            segment = self.files.write(batch) if rows else None
             cur = self._cur()
             cur.execute("BEGIN TRANSACTION")
             try:

@@ -159,6 +159,55 @@ def fix_loose_requests(df: pl.DataFrame, req: str) -> pl.DataFrame:
     return df.with_columns(**cols)
 
 
+def split_combined(text: pl.Series) -> tuple[pl.DataFrame, pl.Series]:
+    """Combined-format fields by splitting on quotes and spaces, about twice as
+    fast as the format regex, and the rows where that is exactly right.
+
+    Only lines without a backslash (no escapes) and of exactly the regex's
+    shape qualify; every other row must go through `RX_COMBINED`.
+    """
+    names = ["ip", "user", "ts", "req", "status", "bytes", "ref", "ua"]
+    q = text.str.splitn('"', 7).struct.rename_fields([f"q{i}" for i in range(7)]).struct.unnest()
+    head = (
+        q["q0"]
+        .str.splitn(" ", 6)
+        .struct.rename_fields(["ip", "ident", "user", "t1", "t2", "rest"])
+        .struct.unnest()
+    )
+    mid = q["q2"].str.splitn(" ", 4).struct.rename_fields(["a", "status", "bytes", "b"])
+    mid = mid.struct.unnest()
+    df = pl.DataFrame(
+        [
+            head["ip"],
+            head["user"],
+            (head["t1"].str.slice(1) + " " + head["t2"].str.slice(0, 5)).alias("ts"),
+            q["q1"].alias("req"),
+            mid["status"],
+            mid["bytes"],
+            q["q3"].alias("ref"),
+            q["q5"].alias("ua"),
+        ]
+    )
+    ok = (
+        ~text.str.contains("\\", literal=True)
+        & (head["rest"] == "")
+        & (head["ip"] != "")
+        & (head["ident"] != "")
+        & (head["user"] != "")
+        & (head["t1"].str.len_bytes() == 21)
+        & head["t1"].str.starts_with("[")
+        & (head["t2"].str.len_bytes() == 6)
+        & head["t2"].str.ends_with("]")
+        & (mid["a"] == "")
+        & (mid["b"] == "")
+        & mid["status"].str.contains(r"^[0-9]{3}$")
+        & mid["bytes"].str.contains(r"^(?:[0-9]+|-)$")
+        & (q["q4"] == " ")
+        & q["q6"].is_not_null()
+    ).fill_null(False)
+    return df.select(names), ok
+
+
 class NcsaParser(Parser):
     """Shared implementation of the NCSA access-log parsers."""
 
@@ -179,10 +228,29 @@ class NcsaParser(Parser):
         common = text.str.contains(_DETECT_COMMON_TAIL)
         return (head & (common if not self.has_agent else ~common)).fill_null(False)
 
+    def _fields(self, text: pl.Series) -> pl.DataFrame:
+        """The format's raw fields (ip, user, ts, req, status, bytes[, ref, ua][, vhost])."""
+        if not self.has_agent or self.has_vhost:
+            return (
+                text.to_frame("raw")
+                .select(pl.col("raw").str.extract_groups(self.regex).alias("m"))
+                .unnest("m")
+            )
+        fast, ok = split_combined(text)
+        slow = (~ok).arg_true()
+        if slow.len() == 0:
+            return fast
+        got = (
+            text.gather(slow)
+            .to_frame("raw")
+            .select(pl.col("raw").str.extract_groups(self.regex).alias("m"))
+            .unnest("m")
+        )
+        return fast.with_columns(fast[c].scatter(slow, got[c]) for c in fast.columns)
+
     def _extract(self, text: pl.Series) -> pl.DataFrame:
-        """One pass of the format regex, then the typed columns (a lazy plan polars runs in parallel)."""
-        lf = text.rename("raw").to_frame().lazy()
-        lf = lf.select(pl.col("raw").str.extract_groups(self.regex).alias("m")).unnest("m")
+        """The raw fields, then the typed columns (a lazy plan polars runs in parallel)."""
+        lf = self._fields(text).lazy()
         if text.str.contains("\\", literal=True).any():
             quoted = ["req", "ref", "ua"] if self.has_agent else ["req"]
             lf = lf.with_columns(unescape(pl.col(c)) for c in quoted)

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-import httpx
-
 from lightsoc.output import event_rows
 from lightsoc.store.base import StoreLockedError
 from lightsoc.timeutil import since_range
@@ -102,6 +100,9 @@ class DirectReader:
 class ApiReader:
     def __init__(self, url: str, token: str) -> None:
         self.url = url
+        import httpx  # only reads through a running server need it
+
+        self._httpx = httpx
         self.http = httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
@@ -109,7 +110,7 @@ class ApiReader:
     def _get(self, path: str, **params: Any) -> dict[str, Any]:
         try:
             resp = self.http.get(path, params={k: v for k, v in params.items() if v is not None})
-        except httpx.HTTPError as exc:
+        except self._httpx.HTTPError as exc:
             raise ReaderError(f"cannot reach the running server at {self.url}: {exc}") from exc
         if resp.status_code >= 400:
             try:

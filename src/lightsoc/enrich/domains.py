@@ -114,7 +114,15 @@ class DomainsEnricher(Enricher):
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         path = self.options.get("public_suffix_list")
-        self.psl = load_psl(path) if path else default_psl()
+        # A configured list is read (and checked) now; the bundled one is parsed
+        # on first use, so batches without domains never pay its ~70 ms.
+        self._psl = load_psl(path) if path else None
+
+    @property
+    def psl(self) -> PublicSuffixList:
+        if self._psl is None:
+            self._psl = default_psl()
+        return self._psl
 
     def lookup(self, name: str) -> Row:
         """(registered_domain, subdomain) for one name, or None."""

@@ -16,51 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from lightsoc.cli import main
+from tests.cli_helpers import in_process, lines_with, one_line, one_line_error
 from tests.helpers import (
     SSH_LOG,
     WEB_LOG,
-    LightsocServer,
     cli,
     cli_json,
     cli_ndjson,
-    free_port,
-    wait_until,
-    write_config,
 )
 
 SSH_IP = "173.234.31.186"  # 10 lines of OpenSSH_2k.log
 BUSY_IP = "183.62.140.253"  # 867 lines of OpenSSH_2k.log
 WEB_IP = "83.149.9.216"  # 23 lines of apache_logs_benign.log
-
-
-def lines_with(path: Path, text: str) -> int:
-    return sum(1 for line in path.read_text().splitlines() if text in line)
-
-
-def one_line_error(res, pattern: str) -> str:  # noqa: ANN001
-    """stderr is exactly one line `lightsoc: ...` matching `pattern`."""
-    return _one_line(res.stderr, pattern)
-
-
-def _one_line(stderr: str, pattern: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert re.fullmatch(rf"lightsoc: {pattern}", lines[0]), lines[0]
-    return lines[0]
-
-
-def in_process(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
-    """`lightsoc.cli.main` in this process, for the many cheap error cases: (code, out, err).
-
-    The real console script is `sys.exit(main())`; the subprocess tests check that end.
-    """
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse usage errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +91,7 @@ def test_ingest_unknown_format_is_a_usage_error(
         capsys, "ingest", SSH_LOG, "--format", "sislog", "--data-dir", tmp_path / "data"
     )
     assert code == 2
-    _one_line(err, r"--format: no parser named 'sislog'; did you mean 'syslog'\? known: .*")
+    one_line(err, r"--format: no parser named 'sislog'; did you mean 'syslog'\? known: .*")
     assert not (tmp_path / "data").exists()
 
 
@@ -307,7 +274,7 @@ def test_bad_query_is_exit_2_with_the_place(
         capsys, "search", "no.such.field:1", "--since", "all", "--data-dir", data
     )
     assert (code, out) == (2, "")
-    _one_line(err, r"unknown field 'no\.such\.field'.*")
+    one_line(err, r"unknown field 'no\.such\.field'.*")
 
 
 def test_bad_since_is_exit_2(store: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
@@ -353,188 +320,3 @@ def test_timeline_is_in_time_order(store: tuple[Path, dict]) -> None:
     assert "ssh_reverse_mapping_failed" in rows[0]  # the first thing this address did
 
 
-# -- errors ------------------------------------------------------------------
-def test_missing_data_dir_is_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    message = rf"no lightsoc data in {re.escape(str(tmp_path / 'nowhere'))} \(run .*"
-    res = cli("stats", "--data-dir", tmp_path / "nowhere")
-    assert res.returncode == 1
-    one_line_error(res, message)
-    for cmd in (["search", "x"], ["timeline", SSH_IP]):
-        code, _, err = in_process(capsys, *cmd, "--data-dir", tmp_path / "nowhere")
-        assert code == 1, cmd
-        _one_line(err, message)
-    assert not (tmp_path / "nowhere").exists()
-
-
-BAD_CONFIGS = [
-    (
-        "sources:\n  auth:\n    type: file\n    paths: [a.log]\nstore:\n  retention_days: -3\n",
-        r"bad\.yml:6: store\.retention_days: .*",
-    ),
-    (
-        "sources:\n  auth:\n    type: fil\n    paths: [a.log]\n",
-        r"bad\.yml:3: sources\.auth\.type: unknown type 'fil'.*",
-    ),
-    (
-        "sources:\n  auth:\n    type: file\n    paths: [a.log]\n    format: sislog\n",
-        r"bad\.yml:5: sources\.auth\.format: no parser named 'sislog'; did you mean 'syslog'\?.*",
-    ),
-    ("data_dir: ./d\nsorces: {}\n", r"bad\.yml:2: sorces: .*"),
-    ("web:\n  listen: localhost\n", r"bad\.yml:2: web\.listen: .*HOST:PORT.*"),
-    ("sources: [\n", r"bad\.yml:2: .*YAML.*"),
-]
-
-
-def test_config_error_is_exit_2_naming_file_line_field(tmp_path: Path) -> None:
-    text, message = BAD_CONFIGS[0]
-    (tmp_path / "bad.yml").write_text(text)
-    res = cli("run", "--config", "bad.yml", cwd=tmp_path)
-    assert res.returncode == 2, res.stdout + res.stderr
-    one_line_error(res, message)
-    assert res.stdout == ""
-    assert not (tmp_path / "lightsoc-data").exists()
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    BAD_CONFIGS,
-    ids=["range", "type", "format", "unknown-key", "listen", "yaml"],
-)
-@pytest.mark.parametrize("command", ["run", "stats", "ingest"])
-def test_every_command_reports_config_errors_the_same_way(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    text: str,
-    message: str,
-    command: str,
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "bad.yml").write_text(text)
-    if command == "stats" and "format" in message:
-        return  # source formats matter to the commands that read sources
-    args = [SSH_LOG] if command == "ingest" else []
-    code, out, err = in_process(capsys, command, *args, "--config", "bad.yml")
-    assert (code, out) == (2, "")
-    _one_line(err, message)
-    assert not (tmp_path / "d").exists() and not (tmp_path / "lightsoc-data").exists()
-
-
-def test_missing_config_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = in_process(capsys, "stats", "--config", tmp_path / "nope.yml")
-    assert code == 2
-    _one_line(err, rf"{re.escape(str(tmp_path))}/nope\.yml: config file not found")
-
-
-def test_port_in_use_is_exit_1_naming_the_setting(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        write_config(tmp_path / "lightsoc.yml", {}, port=port)
-        res = cli("run", cwd=tmp_path)
-    assert res.returncode == 1
-    one_line_error(
-        res, rf"cannot listen on 127\.0\.0\.1:{port} \(web\.listen, lightsoc\.yml line \d+\): .*"
-    )
-    assert "Admin API token" not in res.stdout  # nothing announced for a server that never ran
-    assert not (tmp_path / "lightsoc-data" / "run" / "server.json").exists()
-
-
-# -- with a running server ---------------------------------------------------
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """`lightsoc run` with no arguments in a directory holding ./lightsoc.yml without
-    `data_dir`: it must use that file and ./lightsoc-data."""
-    cwd = tmp_path_factory.mktemp("running")
-    shutil.copy(SSH_LOG, cwd / "auth.log")
-    write_config(
-        cwd / "lightsoc.yml",
-        {"auth": {"type": "file", "paths": ["auth.log"], "format": "syslog"}},
-        port=free_port(),
-    )
-    server = LightsocServer([], cwd=cwd, data_dir=cwd / "lightsoc-data")
-    try:
-        server.start()
-        # tailing: the last line has no newline yet, so it is not a record yet
-        wait_until(lambda: server.stats()["events_total"] == 1999, 30, "1999 events")
-        yield server
-    finally:
-        server.ensure_stopped()
-
-
-def test_run_uses_cwd_config_and_default_data_dir(running: LightsocServer) -> None:
-    info = json.loads((running.cwd / "lightsoc-data" / "run" / "server.json").read_text())
-    assert info["url"] == running.url and info["pid"] == running.pid
-    assert info["token"].startswith("lsoc_")
-    assert (running.cwd / "lightsoc-data" / "run" / "server.json").stat().st_mode & 0o077 == 0
-    assert running.admin_token  # first start of this data directory
-    # a read command in the same directory finds the data and the server by itself
-    stats = cli_json("stats", "--format", "json", cwd=running.cwd)
-    assert stats["events_total"] == 1999
-
-
-def test_read_commands_go_through_the_running_server(
-    running: LightsocServer, tmp_path: Path
-) -> None:
-    data = running.cwd / "lightsoc-data"
-    stats = cli_json("stats", "--format", "json", "--data-dir", data, cwd=tmp_path)
-    assert "pipeline" in stats  # live metrics: only the server's API has them
-    assert stats["events_total"] == 1999
-    assert stats["by_dataset"] == {"sshd": 1999}
-    [src] = stats["sources"]
-    assert {
-        k: src[k] for k in ("id", "type", "received", "events", "parse_failures", "dropped")
-    } == {
-        "id": "auth",
-        "type": "file",
-        "received": 1999,
-        "events": 1999,
-        "parse_failures": 0,
-        "dropped": 0,
-    }
-    assert datetime.fromisoformat(src["last_seen"]).tzinfo is not None
-    assert src["lag_bytes"] == 0 and src["errors"] == 0
-
-    found = cli_ndjson(
-        "search",
-        f"source.ip:{BUSY_IP}",
-        "--since",
-        "all",
-        "--limit",
-        "2000",
-        "--format",
-        "json",
-        "--data-dir",
-        data,
-        cwd=tmp_path,
-    )
-    assert len(found) == 867
-    timeline = cli_ndjson(
-        "timeline", SSH_IP, "--since", "all", "--format", "json", "--data-dir", data, cwd=tmp_path
-    )
-    assert len(timeline) == 10
-    assert [e["@timestamp"] for e in timeline] == sorted(e["@timestamp"] for e in timeline)
-
-    table = cli("stats", "--data-dir", data, cwd=tmp_path)
-    assert table.returncode == 0 and "events: 1,999" in table.stdout
-
-
-def test_usage_errors_through_the_server_are_exit_2(running: LightsocServer) -> None:
-    data = running.cwd / "lightsoc-data"
-    res = cli("search", "source.ip:(", "--since", "all", "--data-dir", data)
-    assert res.returncode == 2
-    one_line_error(res, r"query ends after '\(' at position 10; .*")
-
-
-def test_ingest_into_a_running_server_is_exit_1(running: LightsocServer, tmp_path: Path) -> None:
-    res = cli("ingest", WEB_LOG, "--data-dir", running.cwd / "lightsoc-data", cwd=tmp_path)
-    assert res.returncode == 1
-    one_line_error(
-        res,
-        rf".*lightsoc-data is in use by the lightsoc server at "
-        rf"{re.escape(running.url)} \(pid {running.pid}\); stop it first.*",
-    )
-    assert running.stats()["events_total"] == 1999

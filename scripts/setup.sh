@@ -5,8 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-# Debian packages the test suite drives for real. Extend this list as tests grow.
+# Debian packages the test suite drives for real (a command each). Extend as tests grow.
 APT_PACKAGES=()
+declare -A NEEDED=([nfdump]=nfdump [logger]=bsdutils)
+for cmd in "${!NEEDED[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || APT_PACKAGES+=("${NEEDED[$cmd]}")
+done
 # Debian's python3 needs python3-venv for `-m venv`; a pyenv/python.org build has it.
 if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
     APT_PACKAGES+=(python3-venv)

@@ -70,7 +70,10 @@ def merged_stats(events: EventStore, live: dict[str, Any] | None) -> dict[str, A
                 errors=m["errors"],
                 last_error=m["last_error"],
                 skipped_empty=m["skipped_empty"],
+                truncated=m["truncated"],
             )
+            if "senders" in m:  # network sources: per-sender counters
+                entry["senders"] = m["senders"]
         out["pipeline"] = {k: v for k, v in live.items() if k != "sources"}
     return out
 

@@ -308,5 +308,12 @@ class Pipeline:
             "errors": self.errors,
             "bus_depth": self.bus.depth(),
             "stages": {k: vars(v) for k, v in self.processor.stages.items()},
-            "sources": {s.id: {"type": s.type, **s.metrics.as_dict()} for s in self.sources},
+            "sources": {
+                s.id: {
+                    "type": s.type,
+                    **s.metrics.as_dict(),
+                    **({"senders": s.senders} if hasattr(s, "senders") else {}),
+                }
+                for s in self.sources
+            },
         }

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Sources that later issues implement; their config validates today.
-PLANNED_SOURCE_TYPES = {"syslog", "netflow", "pcap", "http", "kafka", "redis"}
+PLANNED_SOURCE_TYPES = {"netflow", "pcap", "http", "kafka", "redis"}
 
 
 @dataclass

@@ -65,6 +65,7 @@ FIELDS: list[Field] = [
     Field("labels", STR, "JSON object of keys that have no ECS field"),
     Field("log.file.path", STR),
     Field("log.offset", I64),
+    Field("log.source.address", STR, "sender of a network record (ip:port)"),
     Field("observer.name", STR),
     Field("host.name", STR),
     Field("lightsoc.source", STR, "lightsoc extension: configured source id"),

@@ -24,7 +24,6 @@ from lightsoc.sources.netflow_decode import NetflowDecoder, records_to_frame
 from lightsoc.sources.netflow_templates import community_id, tcp_flags
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared/data/flows/netflow_samples"
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="netflow samples not available")
 
 
 def udp_payloads(path: Path) -> list[bytes]:

@@ -13,28 +13,14 @@ from hypothesis import strategies as st
 
 from lightsoc.parsers import get_parser
 
+from .fail2ban import fail2ban_cases
+
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
 
 def parse(lines: list[str]) -> pl.DataFrame:
     return get_parser("syslog", {"now": NOW}).parse(pl.Series(lines, dtype=pl.String))
-
-
-def fail2ban_cases() -> list[tuple[dict, str]]:
-    path = DATA / "auth" / "fail2ban" / "dovecot"
-    if not path.exists():
-        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {path}")
-    cases, note = [], None
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("#") and "failJSON:" in line:
-            note = json.loads(line.split(":", 1)[1])
-        elif line.startswith("#") or not line.strip():
-            continue
-        elif note is not None:
-            cases.append((note, line))
-            note = None
-    return cases
 
 
 def test_fail2ban_dovecot_source_ip() -> None:
@@ -44,7 +30,7 @@ def test_fail2ban_dovecot_source_ip() -> None:
     instead of a syslog header, so the syslog parser rejects them (``_ok``
     false) and no app parser runs.
     """
-    cases = [(n, x) for n, x in fail2ban_cases() if n.get("match")]
+    cases = [(n, x) for n, x in fail2ban_cases("dovecot") if n.get("match")]
     df = parse([x for _, x in cases])
     hits = [g == n["host"] for g, (n, _) in zip(df["source.ip"], cases, strict=True)]
     print(f"fail2ban dovecot: {sum(hits)}/{len(cases)} source.ip == host")
@@ -58,7 +44,7 @@ def test_fail2ban_dovecot_source_ip() -> None:
 
 
 def test_fail2ban_dovecot_non_matching_lines_are_not_failures() -> None:
-    cases = [(n, x) for n, x in fail2ban_cases() if n.get("match") is False]
+    cases = [(n, x) for n, x in fail2ban_cases("dovecot") if n.get("match") is False]
     df = parse([x for _, x in cases])
     assert df.height == 10
     assert (df["event.outcome"].fill_null("unknown") == "unknown").all()

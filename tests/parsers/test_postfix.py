@@ -15,28 +15,14 @@ from hypothesis import strategies as st
 from lightsoc.parsers import get_parser
 from lightsoc.parsers._apps import IP_RE
 
+from .fail2ban import fail2ban_cases
+
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
 
 def parse(lines: list[str]) -> pl.DataFrame:
     return get_parser("syslog", {"now": NOW}).parse(pl.Series(lines, dtype=pl.String))
-
-
-def fail2ban_cases(name: str) -> list[tuple[dict, str]]:
-    path = DATA / "auth" / "fail2ban" / name
-    if not path.exists():
-        pytest.fail(f"missing test data (expected ../shared/data beside the checkout) {path}")
-    cases, note = [], None
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("#") and "failJSON:" in line:
-            note = json.loads(line.split(":", 1)[1])
-        elif line.startswith("#") or not line.strip():
-            continue
-        elif note is not None:
-            cases.append((note, line))
-            note = None
-    return cases
 
 
 def test_fail2ban_postfix_source_ip() -> None:

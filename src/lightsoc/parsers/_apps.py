@@ -164,3 +164,13 @@ def split_host(host: pl.Expr, is_ip: pl.Expr | None = None) -> tuple[pl.Expr, pl
     ip = pl.when(is_ip).then(pl.when(mapped).then(host.str.slice(7)).otherwise(host))
     domain = pl.when(~is_ip & (host.str.len_bytes() > 0) & (host != "-")).then(host)
     return ip, domain
+
+
+def event_fields(action: str, category: str, etype: str, outcome: str) -> dict[str, str]:
+    """The ECS event classification a rule sets on the rows it matches."""
+    return {
+        "event.action": action,
+        "event.category": category,
+        "event.type": etype,
+        "event.outcome": outcome,
+    }

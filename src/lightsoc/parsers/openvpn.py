@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from lightsoc.parsers._apps import IP_RE, Rule, app_parser, apply_rules, nullif_empty
+from lightsoc.parsers._apps import IP_RE, Rule, app_parser, apply_rules, event_fields, nullif_empty
 
 _PEER = (
     r"^(?:(?P<cn>[^ /]+)/)?(?:\[AF_INET6?\])?(?P<ip>[0-9A-Fa-f.:]+?)(?::(?P<port>[0-9]+))? "
@@ -19,13 +19,7 @@ _PEER = (
 )
 
 
-def _c(action: str, category: str, etype: str, outcome: str) -> dict[str, str]:
-    return {
-        "event.action": action,
-        "event.category": category,
-        "event.type": etype,
-        "event.outcome": outcome,
-    }
+_c = event_fields
 
 
 AUTH_FAIL = _c("openvpn_auth_failure", "authentication", "info", "failure")

@@ -14,20 +14,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from lightsoc.parsers._apps import IP_RE, Rule, app_parser, apply_rules, json_str
+from lightsoc.parsers._apps import IP_RE, Rule, app_parser, apply_rules, event_fields, json_str
 
 # client "name[ip]" or "name[ip]:port" (or postscreen's "[ip]:port")
 _CLIENT = r"(?P<name>[^ \[\]]*)\[(?P<ip>[^\]]*)\](?::(?P<port>[0-9]+))?"
 _QID = r"(?:[0-9A-Za-z]+: )?"
 
 
-def _c(action: str, category: str, etype: str, outcome: str) -> dict[str, str]:
-    return {
-        "event.action": action,
-        "event.category": category,
-        "event.type": etype,
-        "event.outcome": outcome,
-    }
+_c = event_fields
 
 
 RULES: tuple[Rule, ...] = (

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from lightsoc.parsers._apps import Rule, app_parser, apply_rules, json_str, nullif_empty
+from lightsoc.parsers._apps import (
+    Rule,
+    app_parser,
+    apply_rules,
+    event_fields,
+    json_str,
+    nullif_empty,
+)
 
 _U = r"(?P<user>[^ (]*)"
 _T = r"(?P<target>[^ ()]+)"
@@ -19,13 +26,7 @@ _SUDO_TAIL = (
 )
 
 
-def _c(action: str, category: str, etype: str, outcome: str) -> dict[str, str]:
-    return {
-        "event.action": action,
-        "event.category": category,
-        "event.type": etype,
-        "event.outcome": outcome,
-    }
+_c = event_fields
 
 
 SUDO_AUTH_FAIL = _c("sudo_auth_failure", "authentication", "info", "failure")

@@ -7,7 +7,11 @@ PYTHON=${PYTHON:-python3}
 
 # Debian packages the test suite drives for real (a command each). Extend as tests grow.
 APT_PACKAGES=()
-declare -A NEEDED=([nfdump]=nfdump [logger]=bsdutils)
+declare -A NEEDED=(
+    [nfdump]=nfdump [nfcapd]=nfdump [logger]=bsdutils [softflowd]=softflowd
+    [tshark]=tshark [tcpdump]=tcpdump [dnsmasq]=dnsmasq-base [dig]=bind9-dnsutils
+    [redis-server]=redis-server [kcat]=kcat [rsyslogd]=rsyslog [nginx]=nginx-light
+)
 for cmd in "${!NEEDED[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || APT_PACKAGES+=("${NEEDED[$cmd]}")
 done

@@ -188,3 +188,47 @@ def test_backpressure_blocks_sources_instead_of_dropping(store, enrichers):
     wait_until(lambda: store.count() == 40)
     p.stop()
     assert src.published == 40
+
+
+def test_decoded_batches_skip_parsing_and_report_commit(store, enrichers):
+    """Binary sources send ECS columns; the writer tells the batch when it is stored."""
+    records = pl.DataFrame(
+        {
+            "source.ip": ["10.0.0.1", "10.0.0.2"],
+            "destination.port": pl.Series([53, 80], dtype=pl.Int64),
+            "event.dataset": ["netflow", "netflow"],
+            "event.original": [None, "garbage"],
+            "_parse_ok": [True, False],
+        }
+    )
+    committed: list[bool] = []
+    batch = RawBatch("flows", "netflow", records, parsed=True, on_commit=committed.append)
+    src = ListSource("flows", [batch])
+    p = Pipeline(store, [src], {"flows": SourceSpec("flows", "netflow")}, enrichers)
+    p.start()
+    wait_until(lambda: committed, what="commit callback")
+    p.stop()
+    assert committed == [True]
+    rows = store.search(fields=["source.ip", "destination.port", "tags"], order="asc").to_pylist()
+    assert sorted(r["source.ip"] for r in rows) == ["10.0.0.1", "10.0.0.2"]
+    failed = [r for r in rows if "parse_failure" in (r["tags"] or [])]
+    assert [r["source.ip"] for r in failed] == ["10.0.0.2"]
+    assert store.stats()["sources"][0]["parse_failures"] == 1
+
+
+def test_a_batch_that_cannot_be_stored_is_reported_not_committed(tmp_path, enrichers):
+    class BrokenStore(DuckDBEventStore):
+        def append(self, *a, **kw):
+            raise OSError("disk full")
+
+    store = BrokenStore(tmp_path / "events.duckdb")
+    committed: list[bool] = []
+    batch = raw_batch("a", [SYSLOG], 0)
+    batch.on_commit = committed.append
+    p = Pipeline(store, [ListSource("a", [batch])], {"a": SourceSpec("a", "test", "syslog")}, enrichers)
+    p.start()
+    time.sleep(0.3)
+    assert committed == []  # still retrying: nothing answered yet
+    p.stop(timeout=30)
+    assert committed == [False]
+    store.close()

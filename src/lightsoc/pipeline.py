@@ -112,7 +112,7 @@ class Processor:
         if raw.records.height == 0:
             return ProcessedBatch(pl.DataFrame(schema=schema.POLARS_SCHEMA), counters)
         t0 = time.perf_counter()
-        df = parse_records(raw.records, self.parser_for(spec))
+        df = _decoded(raw.records) if raw.parsed else parse_records(raw.records, self.parser_for(spec))
         t1 = time.perf_counter()
         self.stages["parse"].add(df.height, t1 - t0)
         df = apply_enrichers(self.enrichers, df)
@@ -168,6 +168,25 @@ class Processor:
             pl.lit(spec.id).alias("lightsoc.source"),
             pl.lit(self.host).alias("observer.name"),
         )
+
+
+def _decoded(records: pl.DataFrame) -> pl.DataFrame:
+    """A source-decoded batch with the parse-stage bookkeeping columns."""
+    if "_parse_ok" not in records.columns:
+        records = records.with_columns(pl.lit(True).alias("_parse_ok"))
+    if "_parse_failure_tag" not in records.columns:
+        tag = pl.when(~pl.col("_parse_ok")).then(pl.lit(schema.PARSE_FAILURE))
+        records = records.with_columns(tag.alias("_parse_failure_tag"))
+    return records
+
+
+def _notify(raw: RawBatch, committed: bool) -> None:
+    if raw.on_commit is None:
+        return
+    try:
+        raw.on_commit(committed)
+    except Exception:  # a waiting client's callback must not stop the writer
+        log.exception("commit callback of source %s failed", raw.source)
 
 
 class Pipeline:
@@ -260,14 +279,29 @@ class Pipeline:
                 return
             raw, done = item
             if not self._store(raw, done):
+                _notify(raw, False)
+                self._fail_pending()
                 return
             self.events_stored += done.events.height
             self.bus.ack(raw)
+            _notify(raw, True)
             if self.on_batch is not None:
                 try:
                     self.on_batch(done)
                 except Exception:  # a progress callback must not stop the writer
                     log.exception("on_batch callback failed")
+
+    def _fail_pending(self) -> None:
+        """The writer gave up: tell every waiting batch it was not committed."""
+        while True:
+            try:
+                item = self._to_writer.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                _notify(item[0], False)
+        while (raw := self.bus.consume(timeout=0)) is not None:
+            _notify(raw, False)
 
     def _store(self, raw: RawBatch, done: ProcessedBatch) -> bool:
         delay = 0.5

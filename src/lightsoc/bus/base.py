@@ -8,6 +8,7 @@ processor acknowledges a batch only after its events are stored.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -21,7 +22,16 @@ class RawBatch:
 
     `records` has `event.original` (str) and whatever per-record metadata the
     source knows (`event.id`, `log.file.path`, `log.offset`, `_truncated`,
-    `_invalid_utf8`).
+    `_invalid_utf8`). A source that decodes binary input itself (NetFlow,
+    packets) sets `parsed` and sends ECS columns instead: the processor then
+    skips parsing and only enriches and conforms. Such records may carry
+    `_parse_ok` (False for a record kept as a failure) and
+    `_parse_failure_tag`.
+
+    `on_commit` is called by the writer with True once the batch's events
+    are committed, or with False if the pipeline gave up on it (shutdown
+    while storage failed): request/response sources (HTTP ingest) answer
+    their clients from it, and queue consumers (Redis, Kafka) acknowledge.
     """
 
     source: str
@@ -32,6 +42,9 @@ class RawBatch:
     dropped: int = 0
     #: records seen but not turned into events on purpose (empty lines)
     skipped: int = 0
+    #: records are ECS columns already (decoded by the source)
+    parsed: bool = False
+    on_commit: Callable[[bool], None] | None = field(default=None, repr=False)
 
 
 class Bus(ABC):

@@ -50,9 +50,19 @@ def bench_ingest(log: Path, work: Path) -> dict:
     cpu0 = _cpu(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [str(LIGHTSOC), "ingest", str(log), "--format", "nginx_combined", "--json",
-         "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=True,
+        [
+            str(LIGHTSOC),
+            "ingest",
+            str(log),
+            "--format",
+            "nginx_combined",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     wall = time.perf_counter() - t0
     cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu0
@@ -142,22 +152,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     results: dict = {}
     results["ingest"] = ingest = bench_ingest(log, args.out)
-    print(f"lightsoc ingest: {ingest['lines']:,} lines in {ingest['wall_seconds']} s = "
-          f"{ingest['lines_per_s']:,} lines/s, {ingest['mib_per_s']} MiB/s, "
-          f"peak RSS {ingest['peak_rss_mb']} MB, {ingest['cpu_seconds']} CPU-s", flush=True)
+    print(
+        f"lightsoc ingest: {ingest['lines']:,} lines in {ingest['wall_seconds']} s = "
+        f"{ingest['lines_per_s']:,} lines/s, {ingest['mib_per_s']} MiB/s, "
+        f"peak RSS {ingest['peak_rss_mb']} MB, {ingest['cpu_seconds']} CPU-s",
+        flush=True,
+    )
     results["baseline"] = base = bench_baseline(log, args.out)
     ratio = ingest["lines_per_s"] / base["lines_per_s"]
     results["ratio"] = round(ratio, 1)
-    print(f"naive baseline:  {base['lines']:,} lines in {base['seconds']:.1f} s = "
-          f"{base['lines_per_s']:,.0f} lines/s, {base['cpu_seconds']} CPU-s", flush=True)
+    print(
+        f"naive baseline:  {base['lines']:,} lines in {base['seconds']:.1f} s = "
+        f"{base['lines_per_s']:,.0f} lines/s, {base['cpu_seconds']} CPU-s",
+        flush=True,
+    )
     cpu_ratio = base["cpu_seconds"] / ingest["cpu_seconds"]
     results["cpu_ratio"] = round(cpu_ratio, 1)
-    print(f"ratio: {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU  "
-          "(targets: >= 300,000 lines/s, >= 10x, peak RSS <= 500 MB)", flush=True)
+    print(
+        f"ratio: {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU  "
+        "(targets: >= 300,000 lines/s, >= 10x, peak RSS <= 500 MB)",
+        flush=True,
+    )
     results["top10"] = top = bench_top10(args.agg_events, args.out)
-    print(f"top-10 source.ip over {top['events']:,} events: median "
-          f"{top['top10_seconds_median']} s, min {top['top10_seconds_min']} s "
-          f"(target <= 1 s; fill took {top['fill_seconds']} s)", flush=True)
+    print(
+        f"top-10 source.ip over {top['events']:,} events: median "
+        f"{top['top10_seconds_median']} s, min {top['top10_seconds_min']} s "
+        f"(target <= 1 s; fill took {top['fill_seconds']} s)",
+        flush=True,
+    )
     results["load_average_after"] = os.getloadavg()[0]
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0

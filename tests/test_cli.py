@@ -318,5 +318,3 @@ def test_timeline_is_in_time_order(store: tuple[Path, dict]) -> None:
     rows = [line for line in table.stdout.splitlines() if SSH_IP in line]
     assert len(rows) == 10
     assert "ssh_reverse_mapping_failed" in rows[0]  # the first thing this address did
-
-

@@ -16,7 +16,9 @@ def test_demo_no_serve_stores_every_generated_line(tmp_path):
     res = cli("demo", "--hours", "3", "--no-serve", "--data-dir", data_dir, timeout=300)
     assert res.returncode == 0, res.stderr
     generated = sum(
-        1 for p in (data_dir / "logs").rglob("*.log") for line in p.read_bytes().splitlines()
+        1
+        for p in (data_dir / "logs").rglob("*.log")
+        for line in p.read_bytes().splitlines()
         if line.strip()
     )
     stats = cli_json("stats", "--format", "json", "--data-dir", data_dir)
@@ -31,8 +33,9 @@ def test_demo_no_serve_stores_every_generated_line(tmp_path):
     # running it again starts from a fresh directory, with the same result
     again = cli("demo", "--hours", "3", "--no-serve", "--data-dir", data_dir, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert cli_json("stats", "--format", "json", "--data-dir", data_dir)["events_total"] == (
-        stats["events_total"]
+    assert (
+        cli_json("stats", "--format", "json", "--data-dir", data_dir)["events_total"]
+        == (stats["events_total"])
     )
 
 
@@ -40,7 +43,11 @@ def test_demo_says_its_default_directory_and_serves_the_api(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [str(LIGHTSOC), "demo", "--hours", "2", "--listen", f"127.0.0.1:{port}"],
-        cwd=tmp_path, env=env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     out: list[str] = []
     try:

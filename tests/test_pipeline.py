@@ -225,7 +225,9 @@ def test_a_batch_that_cannot_be_stored_is_reported_not_committed(tmp_path, enric
     committed: list[bool] = []
     batch = raw_batch("a", [SYSLOG], 0)
     batch.on_commit = committed.append
-    p = Pipeline(store, [ListSource("a", [batch])], {"a": SourceSpec("a", "test", "syslog")}, enrichers)
+    p = Pipeline(
+        store, [ListSource("a", [batch])], {"a": SourceSpec("a", "test", "syslog")}, enrichers
+    )
     p.start()
     time.sleep(0.3)
     assert committed == []  # still retrying: nothing answered yet

@@ -19,7 +19,10 @@ from lightsoc.store.base import TimeRange
 DEFAULT_DIR = Path("lightsoc-demo")
 # What an analyst would ask first; each line is (title, query).
 QUESTIONS = [
-    ("SQL injection attempts", 'url.query:*union* OR url.query:*select* OR user_agent.original:*sqlmap*'),
+    (
+        "SQL injection attempts",
+        "url.query:*union* OR url.query:*select* OR user_agent.original:*sqlmap*",
+    ),
     ("path traversal", "url.original:*..%2f* OR url.original:*../* OR url.original:*%2e%2e*"),
     ("sensitive file probes", "url.path:\\/.env OR url.path:\\/.git* OR url.path:*wp-config*"),
     ("failed ssh logins", "event.dataset:sshd AND event.outcome:failure"),
@@ -30,8 +33,10 @@ QUESTIONS = [
 def run_demo(args: argparse.Namespace, out: Console) -> int:
     data_dir: Path = args.data_dir or DEFAULT_DIR
     if args.data_dir is None:
-        out.print(f"lightsoc demo: using data directory ./{DEFAULT_DIR} (--data-dir to change)",
-                  markup=False)
+        out.print(
+            f"lightsoc demo: using data directory ./{DEFAULT_DIR} (--data-dir to change)",
+            markup=False,
+        )
     if data_dir.exists():
         shutil.rmtree(data_dir)  # a demo always starts fresh
     listen = args.listen or "127.0.0.1:8000"
@@ -50,8 +55,13 @@ def run_demo(args: argparse.Namespace, out: Console) -> int:
             return 0
         from lightsoc.server import serve
 
-        serve(config, data_dir, stores, build_pipeline(config, stores, []),
-              say=lambda m: out.print(m, markup=False))
+        serve(
+            config,
+            data_dir,
+            stores,
+            build_pipeline(config, stores, []),
+            say=lambda m: out.print(m, markup=False),
+        )
     finally:
         stores.close()
     return 0
@@ -75,8 +85,10 @@ def _report(stores, demo: DemoFiles, out: Console) -> None:  # noqa: ANN001
     ev = stores.events
     stats = ev.stats()
     tr = TimeRange(demo.start, None)
-    t = Table(title=f"stored {stats['events_total']:,} events "
-                    f"({stats['parse_failures_total']} parse failures)")
+    t = Table(
+        title=f"stored {stats['events_total']:,} events "
+        f"({stats['parse_failures_total']} parse failures)"
+    )
     t.add_column("dataset")
     t.add_column("events", justify="right")
     for k, v in stats["by_dataset"].items():
@@ -98,5 +110,6 @@ def _report(stores, demo: DemoFiles, out: Console) -> None:  # noqa: ANN001
         q.add_row(title, query, f"{n:,}", top[0][0] if top else "-")
     out.print(q)
     bf = demo.brute_force
-    out.print(f"try: lightsoc timeline {bf.ip} --since all --data-dir {demo.root.parent}",
-              markup=False)
+    out.print(
+        f"try: lightsoc timeline {bf.ip} --since all --data-dir {demo.root.parent}", markup=False
+    )

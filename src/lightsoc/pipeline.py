@@ -112,7 +112,11 @@ class Processor:
         if raw.records.height == 0:
             return ProcessedBatch(pl.DataFrame(schema=schema.POLARS_SCHEMA), counters)
         t0 = time.perf_counter()
-        df = _decoded(raw.records) if raw.parsed else parse_records(raw.records, self.parser_for(spec))
+        df = (
+            _decoded(raw.records)
+            if raw.parsed
+            else parse_records(raw.records, self.parser_for(spec))
+        )
         t1 = time.perf_counter()
         self.stages["parse"].add(df.height, t1 - t0)
         df = apply_enrichers(self.enrichers, df)

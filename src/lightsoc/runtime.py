@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Stores:
     """The event store, and the state store opened on first use (ingest needs none)."""

@@ -194,7 +194,8 @@ def to_arrow_present(df: pl.DataFrame) -> pa.Table:
 def conform_present(df: pl.DataFrame, present: list[str]) -> pl.DataFrame:
     """The schema columns a batch has, cast to their polars type."""
     return df.select(
-        pl.col(n) if df.schema[n] == POLARS_SCHEMA[n] else pl.col(n).cast(POLARS_SCHEMA[n],
-                                                                            strict=False)
+        pl.col(n)
+        if df.schema[n] == POLARS_SCHEMA[n]
+        else pl.col(n).cast(POLARS_SCHEMA[n], strict=False)
         for n in present
     )

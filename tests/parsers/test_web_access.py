@@ -428,9 +428,11 @@ def test_split_fast_path_agrees_with_the_format_regex(path: Path) -> None:
     text = _lines(path)
     fast, ok = split_combined(text)
     assert ok.mean() > 0.95  # the fast path carries real traffic
-    regex = text.to_frame("raw").select(
-        pl.col("raw").str.extract_groups(RX_COMBINED).alias("m")
-    ).unnest("m")
+    regex = (
+        text.to_frame("raw")
+        .select(pl.col("raw").str.extract_groups(RX_COMBINED).alias("m"))
+        .unnest("m")
+    )
     mask = ok.arg_true()
     for col in fast.columns:
         if col == "ts":  # same instant; the regex keeps the text, the fast path rebuilds it
@@ -442,16 +444,18 @@ def test_split_fast_path_agrees_with_the_format_regex(path: Path) -> None:
 def test_split_fast_path_refuses_what_it_cannot_split_exactly() -> None:
     from lightsoc.parsers.web_access import split_combined
 
-    lines = pl.Series([
-        '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r" "ua"',
-        '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET /\\"x HTTP/1.1" 200 5 "r" "ua"',
-        '1.2.3.4 - - [1/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r" "ua"',
-        '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r"',
-        '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 20 5 "r" "ua"',
-        '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5  "r" "ua"',
-        '1.2.3.4  - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r" "ua"',
-        '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r" "ua" "xff"',
-    ])
+    lines = pl.Series(
+        [
+            '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r" "ua"',
+            '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET /\\"x HTTP/1.1" 200 5 "r" "ua"',
+            '1.2.3.4 - - [1/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r" "ua"',
+            '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r"',
+            '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 20 5 "r" "ua"',
+            '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5  "r" "ua"',
+            '1.2.3.4  - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r" "ua"',
+            '1.2.3.4 - - [01/Mar/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "r" "ua" "xff"',
+        ]
+    )
     _, ok = split_combined(lines)
     assert ok.to_list() == [True, False, False, False, False, False, False, True]
     # and the parser gives the regex's answer for every one of them

@@ -55,13 +55,19 @@ def test_append_search_count_and_types(store):
 
 def test_checkpoints_and_counters_commit_with_events(store):
     cp = Checkpoint("web", "1:2", "/var/log/a", "fp", 10, 0, 1234)
-    counters = SourceCounters("web", "file", received=10, events=10, parse_failures=1, bytes=99,
-                              last_seen=T0)
+    counters = SourceCounters(
+        "web", "file", received=10, events=10, parse_failures=1, bytes=99, last_seen=T0
+    )
     store.append(schema.to_arrow(events(10)), [cp], [counters])
-    store.append(schema.to_arrow(events(2, start=T0 + timedelta(days=1))),
-                 [Checkpoint("web", "1:2", "/var/log/a", "fp", 10, 0, 2000)],
-                 [SourceCounters("web", "file", received=3, events=2, bytes=50,
-                                 last_seen=T0 + timedelta(days=1))])
+    store.append(
+        schema.to_arrow(events(2, start=T0 + timedelta(days=1))),
+        [Checkpoint("web", "1:2", "/var/log/a", "fp", 10, 0, 2000)],
+        [
+            SourceCounters(
+                "web", "file", received=3, events=2, bytes=50, last_seen=T0 + timedelta(days=1)
+            )
+        ],
+    )
     assert store.checkpoints("web")["1:2"].offset == 2000
     stats = store.stats()
     assert stats["events_total"] == 12
@@ -96,7 +102,9 @@ def test_top_histogram_timeline(store):
     store.append(schema.to_arrow(events(9)))
     assert store.top("source.ip", n=2) == [("10.0.0.0", 3), ("10.0.0.1", 3)]
     assert store.top("event.dataset", query="source.ip:10.0.0.2") == [
-        ("sshd", 2), ("nginx.access", 1)]
+        ("sshd", 2),
+        ("nginx.access", 1),
+    ]
     hist = store.histogram(300)
     assert [c for _, c in hist] == [5, 4]
     assert hist[0][0] == T0
@@ -118,7 +126,7 @@ def test_retention_deletes_only_old_events(store):
 
 def test_labels_round_trip_as_json(store):
     store.append(schema.to_arrow(events(1, labels=json.dumps({"k": "v"}))))
-    assert store.search('labels.k:v').num_rows == 1
+    assert store.search("labels.k:v").num_rows == 1
 
 
 def test_second_writer_is_refused_and_readers_see_data(tmp_path):
@@ -139,8 +147,10 @@ def test_segment_from_an_older_schema_reads_new_fields_as_null(tmp_path):
     from lightsoc.store.segments import Segment
 
     store = DuckDBEventStore(tmp_path / "events.duckdb")
-    old = pl.DataFrame({"@timestamp": [T0], "event.id": ["old-1"], "source.ip": ["1.2.3.4"]},
-                       schema_overrides={"@timestamp": schema.polars_type("@timestamp")})
+    old = pl.DataFrame(
+        {"@timestamp": [T0], "event.id": ["old-1"], "source.ip": ["1.2.3.4"]},
+        schema_overrides={"@timestamp": schema.polars_type("@timestamp")},
+    )
     old.write_parquet(tmp_path / "events" / "seg-old.parquet")
     cur = store._cur()
     store._add_segment(cur, Segment("old", "seg-old.parquet", 1, T0, T0))
@@ -186,8 +196,12 @@ def test_retention_rewrites_a_segment_that_straddles_the_cutoff(store):
     now = datetime(2026, 3, 1, tzinfo=UTC)
     rows = events(4, start=now - timedelta(days=31))  # minutes apart: one segment
     rows = rows.with_columns(
-        pl.Series("@timestamp", [now - timedelta(days=d) for d in (40, 35, 10, 1)],
-                  dtype=schema.polars_type("@timestamp")))
+        pl.Series(
+            "@timestamp",
+            [now - timedelta(days=d) for d in (40, 35, 10, 1)],
+            dtype=schema.polars_type("@timestamp"),
+        )
+    )
     store.append(schema.to_arrow(rows))
     assert store.retention(30, now=now) == 2
     assert store.count() == 2
@@ -219,7 +233,8 @@ def test_search_reads_newest_segments_first_with_the_same_result(tmp_path, order
     for seg in range(30):  # overlapping, out-of-order segments
         start = T0 + timedelta(minutes=rng.randrange(0, 600))
         rows = events(7, start=start).with_columns(
-            pl.format("s{}-e{}", pl.lit(seg), pl.int_range(7)).alias("event.id"))
+            pl.format("s{}-e{}", pl.lit(seg), pl.int_range(7)).alias("event.id")
+        )
         stamps += list(zip(rows["@timestamp"].to_list(), rows["event.id"].to_list(), strict=True))
         store.append(schema.to_arrow(rows))
     expect = sorted(stamps, reverse=order == "desc")

@@ -123,15 +123,20 @@ class Enricher(ABC):
             known = self._cache.get(namespace)
             if known is not None and known.schema != lookup_schema:
                 known = None  # the same namespace with other outputs: start afresh
-            todo = uniq if known is None else uniq.filter(~uniq.is_in(known.get_column(_KEY).implode()))
+            todo = (
+                uniq
+                if known is None
+                else uniq.filter(~uniq.is_in(known.get_column(_KEY).implode()))
+            )
             if todo.len():
                 width = len(out)
                 rows = []
                 for key in todo.to_list():
                     self.lookups += 1
                     row = fn(key)
-                    rows.append((key, False, *([None] * width)) if row is None
-                                else (key, True, *row))
+                    rows.append(
+                        (key, False, *([None] * width)) if row is None else (key, True, *row)
+                    )
                 new = pl.DataFrame(rows, schema=lookup_schema, orient="row")
                 known = self._cache.add(namespace, new)
         table = known.filter(pl.col(_HIT)).drop(_HIT) if known is not None else None

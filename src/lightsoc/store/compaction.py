@@ -47,11 +47,15 @@ class SegmentMaintenance:
         raise NotImplementedError
 
     def _small_segments(self) -> int:
-        return int(self._cur().execute(
-            "SELECT count(*) FROM lightsoc_segments WHERE rows < ?", [SMALL_ROWS]
-        ).fetchone()[0])
+        return int(
+            self._cur()
+            .execute("SELECT count(*) FROM lightsoc_segments WHERE rows < ?", [SMALL_ROWS])
+            .fetchone()[0]
+        )
 
-    def _rewrite(self, files: list[str], where: str = "TRUE", params: Sequence[Any] = ()) -> Segment | None:
+    def _rewrite(
+        self, files: list[str], where: str = "TRUE", params: Sequence[Any] = ()
+    ) -> Segment | None:
         """Copy the rows of `files` matching `where` into one new published segment."""
         seg_id, tmp = self.files.temp_target()
         paths = ", ".join(_sql_str(self.files.path(f)) for f in files)
@@ -63,10 +67,14 @@ class SegmentMaintenance:
             f"TO {_sql_str(str(tmp))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)",
             list(params),
         )
-        rows, lo, hi = self._cur().execute(
-            'SELECT count(*), min("@timestamp"), max("@timestamp") FROM read_parquet(?)',
-            [str(tmp)],
-        ).fetchone()
+        rows, lo, hi = (
+            self._cur()
+            .execute(
+                'SELECT count(*), min("@timestamp"), max("@timestamp") FROM read_parquet(?)',
+                [str(tmp)],
+            )
+            .fetchone()
+        )
         if not rows:
             tmp.unlink(missing_ok=True)
             return None
@@ -89,9 +97,11 @@ class SegmentMaintenance:
 
     def maintain(self) -> int:
         """Background upkeep: merge medium segments once there are enough of them."""
-        (n,) = self._cur().execute(
-            "SELECT count(*) FROM lightsoc_segments WHERE rows < ?", [MEDIUM_ROWS]
-        ).fetchone()
+        (n,) = (
+            self._cur()
+            .execute("SELECT count(*) FROM lightsoc_segments WHERE rows < ?", [MEDIUM_ROWS])
+            .fetchone()
+        )
         return self.compact(MEDIUM_ROWS) if n >= MEDIUM_MERGE_AT else 0
 
     def compact(self, below_rows: int = SMALL_ROWS) -> int:
@@ -99,10 +109,14 @@ class SegmentMaintenance:
         how many files were merged."""
         merged = 0
         with self._write_lock:
-            rows = self._cur().execute(
-                "SELECT file, rows FROM lightsoc_segments WHERE rows < ? ORDER BY min_ts, created",
-                [below_rows],
-            ).fetchall()
+            rows = (
+                self._cur()
+                .execute(
+                    "SELECT file, rows FROM lightsoc_segments WHERE rows < ? ORDER BY min_ts, created",
+                    [below_rows],
+                )
+                .fetchall()
+            )
             groups: list[list[str]] = [[]]
             size = 0
             for file, n in rows:
@@ -123,16 +137,22 @@ class SegmentMaintenance:
         cutoff = now - timedelta(days=days)
         deleted = 0
         with self._write_lock:
-            expired = self._cur().execute(
-                "SELECT file, rows FROM lightsoc_segments WHERE max_ts < ?", [cutoff]
-            ).fetchall()
+            expired = (
+                self._cur()
+                .execute("SELECT file, rows FROM lightsoc_segments WHERE max_ts < ?", [cutoff])
+                .fetchall()
+            )
             if expired:
                 self._replace([f for f, _ in expired], None)
                 deleted += sum(n for _, n in expired)
-            straddling = self._cur().execute(
-                "SELECT file, rows FROM lightsoc_segments WHERE min_ts < ? AND max_ts >= ?",
-                [cutoff, cutoff],
-            ).fetchall()
+            straddling = (
+                self._cur()
+                .execute(
+                    "SELECT file, rows FROM lightsoc_segments WHERE min_ts < ? AND max_ts >= ?",
+                    [cutoff, cutoff],
+                )
+                .fetchall()
+            )
             for file, n in straddling:
                 new = self._rewrite([file], '"@timestamp" >= ?', [cutoff])
                 self._replace([file], new)

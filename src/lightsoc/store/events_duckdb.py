@@ -91,7 +91,8 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._con = duckdb.connect(
-                str(self.path), read_only=read_only,
+                str(self.path),
+                read_only=read_only,
                 config={"memory_limit": memory_limit, "preserve_insertion_order": False},
             )
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
@@ -114,7 +115,8 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         for stmt in MIGRATIONS:
             cur.execute(stmt.format(columns=_ddl_columns()))
         have = {
-            r[0] for r in cur.execute("SELECT column_name FROM (DESCRIBE events_template)").fetchall()
+            r[0]
+            for r in cur.execute("SELECT column_name FROM (DESCRIBE events_template)").fetchall()
         }
         for f in schema.FIELDS:  # older segments lack new fields: they read as null
             if f.name not in have:
@@ -161,8 +163,16 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
                 for cp in checkpoints:
                     cur.execute(
                         "INSERT OR REPLACE INTO lightsoc_checkpoints VALUES (?,?,?,?,?,?,?,?,now())",
-                        [cp.source, cp.stream, cp.path, cp.fingerprint, cp.fingerprint_len,
-                         cp.generation, cp.offset, cp.done],
+                        [
+                            cp.source,
+                            cp.stream,
+                            cp.path,
+                            cp.fingerprint,
+                            cp.fingerprint_len,
+                            cp.generation,
+                            cp.offset,
+                            cp.done,
+                        ],
                     )
                 for c in counters:
                     cur.execute(
@@ -175,8 +185,16 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
                           dropped = lightsoc_sources.dropped + excluded.dropped,
                           bytes = lightsoc_sources.bytes + excluded.bytes,
                           last_seen = greatest(lightsoc_sources.last_seen, excluded.last_seen)""",
-                        [c.source, c.type, c.received, c.events, c.parse_failures, c.dropped,
-                         c.bytes, c.last_seen],
+                        [
+                            c.source,
+                            c.type,
+                            c.received,
+                            c.events,
+                            c.parse_failures,
+                            c.dropped,
+                            c.bytes,
+                            c.last_seen,
+                        ],
                     )
                 cur.execute("COMMIT")
             except BaseException:
@@ -196,11 +214,15 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         )
 
     def checkpoints(self, source: str) -> dict[str, Checkpoint]:
-        rows = self._cur().execute(
-            'SELECT source, stream, path, fingerprint, fingerprint_len, generation, "offset", done '
-            "FROM lightsoc_checkpoints WHERE source = ?",
-            [source],
-        ).fetchall()
+        rows = (
+            self._cur()
+            .execute(
+                'SELECT source, stream, path, fingerprint, fingerprint_len, generation, "offset", done '
+                "FROM lightsoc_checkpoints WHERE source = ?",
+                [source],
+            )
+            .fetchall()
+        )
         return {r[1]: Checkpoint(*r) for r in rows}
 
     # -- reads -----------------------------------------------------------
@@ -214,8 +236,10 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
             sql += " AND min_ts < ?"
             params.append(tr.end)
         sql += {"desc": " ORDER BY max_ts DESC", "asc": " ORDER BY min_ts"}.get(order, "")
-        return [(self.files.path(f), lo, hi) for f, lo, hi in
-                self._cur().execute(sql, params).fetchall()]
+        return [
+            (self.files.path(f), lo, hi)
+            for f, lo, hi in self._cur().execute(sql, params).fetchall()
+        ]
 
     def _events(
         self, tr: TimeRange | None, files: list[str] | None = None
@@ -244,8 +268,13 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         return " AND ".join(f"({s})" for s in sql), params
 
     def _select(
-        self, what: str, query: str, tr: TimeRange | None, tail: str = "",
-        head_params: Sequence[Any] = (), tail_params: Sequence[Any] = (),
+        self,
+        what: str,
+        query: str,
+        tr: TimeRange | None,
+        tail: str = "",
+        head_params: Sequence[Any] = (),
+        tail_params: Sequence[Any] = (),
     ) -> tuple[str, list[Any]]:
         src, src_params = self._events(tr)
         where, params = self._where(query, tr)
@@ -278,7 +307,9 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
                 take *= 4
                 continue
             if fields and "@timestamp" not in fields:
-                table_ts = self._search_files(query, time_range, ["@timestamp"], limit, order, files)
+                table_ts = self._search_files(
+                    query, time_range, ["@timestamp"], limit, order, files
+                )
             else:
                 table_ts = table
             edge = table_ts.column("@timestamp")[-1].as_py()
@@ -288,8 +319,13 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
             take *= 4
 
     def _search_files(
-        self, query: str, tr: TimeRange | None, fields: Sequence[str] | None, limit: int,
-        order: str, files: list[str],
+        self,
+        query: str,
+        tr: TimeRange | None,
+        fields: Sequence[str] | None,
+        limit: int,
+        order: str,
+        files: list[str],
     ) -> pa.Table:
         src, src_params = self._events(tr, files)
         where, params = self._where(query, tr)
@@ -306,8 +342,11 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         return int(self._cur().execute(sql, params).fetchone()[0])
 
     def _total(self) -> int:
-        return int(self._cur().execute(
-            "SELECT coalesce(sum(rows), 0) FROM lightsoc_segments").fetchone()[0])
+        return int(
+            self._cur()
+            .execute("SELECT coalesce(sum(rows), 0) FROM lightsoc_segments")
+            .fetchone()[0]
+        )
 
     def top(
         self, field: str, query: str = "", time_range: TimeRange | None = None, n: int = 10
@@ -315,8 +354,11 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         """Top-N values of a field by event count."""
         col = _field(field)
         sql, params = self._select(
-            f"{col} AS v, count(*) AS n", query, time_range,
-            f"AND {col} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?", tail_params=[int(n)],
+            f"{col} AS v, count(*) AS n",
+            query,
+            time_range,
+            f"AND {col} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+            tail_params=[int(n)],
         )
         return [(r[0], int(r[1])) for r in self._cur().execute(sql, params).fetchall()]
 
@@ -325,13 +367,19 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
     ) -> list[tuple[datetime, int]]:
         """Event counts per time bucket of `interval_seconds`."""
         sql, params = self._select(
-            'time_bucket(to_seconds(?), "@timestamp") AS b, count(*)', query, time_range,
-            "GROUP BY 1 ORDER BY 1", head_params=[int(interval_seconds)],
+            'time_bucket(to_seconds(?), "@timestamp") AS b, count(*)',
+            query,
+            time_range,
+            "GROUP BY 1 ORDER BY 1",
+            head_params=[int(interval_seconds)],
         )
         return [(r[0], int(r[1])) for r in self._cur().execute(sql, params).fetchall()]
 
     def timeline(
-        self, entity: str, time_range: TimeRange | None = None, limit: int = 1000,
+        self,
+        entity: str,
+        time_range: TimeRange | None = None,
+        limit: int = 1000,
         fields: Sequence[str] | None = None,
     ) -> pa.Table:
         """Every event whose entity fields hold `entity`, oldest first."""
@@ -369,8 +417,13 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         }
         sources = [
             {
-                "id": r[0], "type": r[1], "received": int(r[2]), "events": int(r[3]),
-                "parse_failures": int(r[4]), "dropped": int(r[5]), "bytes": int(r[6]),
+                "id": r[0],
+                "type": r[1],
+                "received": int(r[2]),
+                "events": int(r[3]),
+                "parse_failures": int(r[4]),
+                "dropped": int(r[5]),
+                "bytes": int(r[6]),
                 "last_seen": r[7].isoformat() if r[7] else None,
             }
             for r in cur.execute("SELECT * FROM lightsoc_sources ORDER BY source").fetchall()

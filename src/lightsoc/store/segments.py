@@ -70,8 +70,13 @@ class SegmentFiles:
         seg_id = uuid.uuid4().hex
         name = f"seg-{seg_id}.parquet"
         tmp = self.root / TMP_DIR / name
-        df.write_parquet(tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
-                         row_group_size=ROW_GROUP_ROWS, statistics=True)
+        df.write_parquet(
+            tmp,
+            compression=COMPRESSION,
+            compression_level=COMPRESSION_LEVEL,
+            row_group_size=ROW_GROUP_ROWS,
+            statistics=True,
+        )
         _fsync(tmp)
         os.replace(tmp, self.root / name)
         _fsync_dir(self.root)

@@ -127,8 +127,11 @@ class StateStore:
         with self.engine.begin() as conn:
             conn.execute(
                 api_tokens.insert().values(
-                    name=name, scope=scope, token_hash=hash_token(token),
-                    created=datetime.now(UTC), revoked=False,
+                    name=name,
+                    scope=scope,
+                    token_hash=hash_token(token),
+                    created=datetime.now(UTC),
+                    revoked=False,
                 )
             )
         return token
@@ -147,14 +150,15 @@ class StateStore:
         digest = hash_token(token)
         with self.engine.begin() as conn:
             row = conn.execute(
-                sa.select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.scope,
-                          api_tokens.c.token_hash)
-                .where(api_tokens.c.token_hash == digest, ~api_tokens.c.revoked)
+                sa.select(
+                    api_tokens.c.id, api_tokens.c.name, api_tokens.c.scope, api_tokens.c.token_hash
+                ).where(api_tokens.c.token_hash == digest, ~api_tokens.c.revoked)
             ).first()
             if row is None or not hmac.compare_digest(row.token_hash, digest):
                 return None
             conn.execute(
-                api_tokens.update().where(api_tokens.c.id == row.id)
+                api_tokens.update()
+                .where(api_tokens.c.id == row.id)
                 .values(last_used=datetime.now(UTC))
             )
         return TokenInfo(row.id, row.name, row.scope)

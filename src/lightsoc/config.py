@@ -200,6 +200,7 @@ class SyslogSourceConfig(_Model):
     format: str = "auto"
     dataset: str | None = None
     max_message_bytes: PositiveInt = 64 * 1024
+    udp_receive_buffer_bytes: PositiveInt = 64 << 20
     tags: list[str] = []
 
 

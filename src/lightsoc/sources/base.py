@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -13,6 +14,18 @@ from lightsoc.bus.base import RawBatch
 from lightsoc.store.base import Checkpoint
 
 Publish = Callable[[RawBatch], None]
+
+
+def set_rcvbuf(sock: socket.socket, size: int) -> None:
+    """Ask for a `size`-byte receive buffer, past net.core.rmem_max when privileged.
+
+    SO_RCVBUFFORCE (CAP_NET_ADMIN) is what rsyslog's imudp and nfcapd use: the
+    default rmem_max (4 MiB here) holds well under a second of a busy sender.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)
+    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 @dataclass

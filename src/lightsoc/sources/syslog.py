@@ -40,7 +40,7 @@ import polars as pl
 
 from lightsoc.bus.base import RawBatch
 from lightsoc.registry import register
-from lightsoc.sources.base import Publish, Source
+from lightsoc.sources.base import Publish, Source, set_rcvbuf
 from lightsoc.sources.lines import OFFSET, TRUNCATED, lines_from_list
 from lightsoc.store.base import Checkpoint
 
@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 ADDRESS = "log.source.address"
 FLUSH_SECONDS = 0.2
 SELECT_SECONDS = 0.2
-UDP_RCVBUF = 8 << 20
+# Bursts and parse pauses are absorbed here; small datagrams cost ~1 KiB of it each.
+UDP_RCVBUF = 64 << 20
 RECV_CHUNK = 1 << 16
 UDP_MAX_DATAGRAM = 1 << 16
 UDP_READS_PER_WAKE = 1024  # then let the other sockets have a turn
@@ -111,6 +112,7 @@ class SyslogSource(Source):
         super().__init__(source_id, config, checkpoints=checkpoints)
         self.batch_max_rows = max(1, batch_max_rows)
         self.max_bytes = int(getattr(config, "max_message_bytes", 64 * 1024))
+        self.rcvbuf = int(getattr(config, "udp_receive_buffer_bytes", UDP_RCVBUF))
         self._keep = self.max_bytes + 2  # enough for `lines` to see an oversize message
         self.listeners = []
         for url in config.listen:
@@ -204,7 +206,7 @@ class SyslogSource(Source):
             family, _, _, _, sockaddr = infos[0]
             sock = socket.socket(family, kind)
             if lst.transport == "udp":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+                set_rcvbuf(sock, self.rcvbuf)
             else:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
@@ -228,13 +230,13 @@ class SyslogSource(Source):
             rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             old = self.metrics.extra.get("udp_rcvbuf")
             self.metrics.extra["udp_rcvbuf"] = rcvbuf if old is None else min(old, rcvbuf)
-            if rcvbuf < UDP_RCVBUF:
+            if rcvbuf < self.rcvbuf:
                 log.info(
                     "source %s: %s receive buffer is %d bytes (asked %d; see net.core.rmem_max)",
                     self.id,
                     lst.url,
                     rcvbuf,
-                    UDP_RCVBUF,
+                    self.rcvbuf,
                 )
         assert self._sel is not None
         self._sel.register(sock, selectors.EVENT_READ, lst)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -18,11 +19,14 @@ from lightsoc.client import remove_server_file, write_server_file
 from lightsoc.config import Config
 from lightsoc.pipeline import Pipeline
 from lightsoc.runtime import Stores
+from lightsoc.sources.http import HttpSource
 from lightsoc.web.api import create_app
+from lightsoc.web.ingest import create_ingest_app
 
 log = logging.getLogger(__name__)
 
 CLI_TOKEN_NAME = "cli-local"
+HTTP_SOURCE_ID = "http"
 RETENTION_EVERY_SECONDS = 3600
 MAINTENANCE_EVERY_SECONDS = 60
 
@@ -39,9 +43,54 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def bind(config: Config) -> socket.socket:
-    """The listening socket of `web.listen`; a RuntimeError naming the setting if taken."""
-    listen = config.web.listen
+def ingest_source(pipeline: Pipeline) -> HttpSource:
+    """The `http` source behind the web server's ingest endpoints, attached to the bus.
+
+    A configured `http` source with `listen: null` if there is one; otherwise an
+    implicit one (id "http"), so an ingest token works from the first start.
+    """
+    configured = [s for s in pipeline.sources if isinstance(s, HttpSource)]
+    source = next((s for s in configured if not s.listen), None)
+    if source is None:
+        taken = {s.id for s in pipeline.sources} | set(pipeline.processor.specs)
+        sid = HTTP_SOURCE_ID
+        while sid in taken:
+            sid += "_"
+        source = HttpSource(sid, implicit=True)
+        # Added before start: its thread keeps the pipeline up even with no other source.
+        pipeline.sources.append(source)
+    pipeline.processor.specs.setdefault(source.id, source.spec)
+    source.attach(pipeline.bus)
+    return source
+
+
+def listener_sources(pipeline: Pipeline) -> list[HttpSource]:
+    """Configured http sources with a listener of their own, attached to the bus."""
+    out = [s for s in pipeline.sources if isinstance(s, HttpSource) and s.listen]
+    for src in out:
+        pipeline.processor.specs.setdefault(src.id, src.spec)
+        src.attach(pipeline.bus)
+    return out
+
+
+def visible_metrics(pipeline: Pipeline) -> Callable[[], dict[str, Any]]:
+    """Live metrics without the implicit http source until it has received something."""
+
+    def metrics() -> dict[str, Any]:
+        live = pipeline.metrics()
+        for src in pipeline.sources:
+            if isinstance(src, HttpSource) and src.implicit and not src.metrics.received:
+                live["sources"].pop(src.id, None)
+        return live
+
+    return metrics
+
+
+def bind(config: Config, listen: str | None = None, where: tuple[str, ...] = ()) -> socket.socket:
+    """The listening socket of `web.listen` (or of the setting at `where`); a
+    RuntimeError naming the setting if taken."""
+    where = where or ("web", "listen")
+    listen = listen or config.web.listen
     host, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -52,7 +101,7 @@ def bind(config: Config) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise RuntimeError(
-            f"cannot listen on {listen} (web.listen, {config.where('web', 'listen')}): "
+            f"cannot listen on {listen} ({'.'.join(where)}, {config.where(*where)}): "
             f"{exc.strerror or exc}"
         ) from None
     return sock
@@ -73,10 +122,18 @@ def serve(
     """
     sock = bind(config)
     host, port = split_listen(config.web.listen)
-    app = create_app(stores.events, stores.state, live_metrics=pipeline.metrics)
+    ingest = ingest_source(pipeline)
+    app = create_app(
+        stores.events, stores.state, live_metrics=visible_metrics(pipeline), ingest=ingest
+    )
     server = _Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
+    try:
+        extra = [_IngestListener(config, stores, src) for src in listener_sources(pipeline)]
+    except BaseException:
+        sock.close()
+        raise
     restore = server.install_signal_handlers()  # a signal during start-up still stops cleanly
     stop_retention = threading.Event()
     try:
@@ -92,13 +149,19 @@ def serve(
         ).start()
         pipeline.start()
         try:
+            for listener in extra:
+                listener.start()
+                say(f"ingest source {listener.source.id} listening on {listener.source.listen}")
             write_server_file(data_dir, url, cli_token)
             say(f"API listening on {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json); Ctrl-C stops")
             if not server.should_exit:
                 server.run(sockets=[sock])
         finally:
             stop_retention.set()
+            for listener in extra:  # they finish their requests (answered after commit)
+                listener.stop()
             say("stopping: finishing reads and committing ...")
+            ingest.stop()  # stopped with the others too; first, so no request is left waiting
             pipeline.stop()
             remove_server_file(data_dir)
             stores.state.revoke_tokens(CLI_TOKEN_NAME)
@@ -106,6 +169,33 @@ def serve(
     finally:
         restore()
         sock.close()
+        for listener in extra:
+            listener.sock.close()
+
+
+class _IngestListener:
+    """The ingest-only app of an http source with its own `listen`, in a thread.
+
+    The socket is bound when this is made, so a taken port fails before start-up.
+    """
+
+    def __init__(self, config: Config, stores: Stores, source: HttpSource) -> None:
+        assert source.listen is not None
+        self.source = source
+        self.sock = bind(config, source.listen, ("sources", source.id, "listen"))
+        app = create_ingest_app(stores.state, source)
+        self.server = _Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name=f"listen-{source.id}"
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout)
 
 
 def _connect_host(host: str) -> str:

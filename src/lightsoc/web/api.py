@@ -7,7 +7,7 @@ is a 400 with the compiler's message.
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
@@ -21,6 +21,9 @@ from lightsoc.store.query import QueryError
 from lightsoc.store.state import StateStore, TokenInfo
 from lightsoc.timeutil import since_range
 
+if TYPE_CHECKING:
+    from lightsoc.sources.http import HttpSource
+
 _bearer = HTTPBearer(auto_error=False)
 MAX_LIMIT = 10_000
 
@@ -30,7 +33,10 @@ def create_app(
     state: StateStore,
     *,
     live_metrics: Callable[[], dict[str, Any]] | None = None,
+    ingest: "HttpSource | None" = None,
 ) -> FastAPI:
+    """The API; with an `ingest` source also POST /api/v1/ingest and the
+    Elasticsearch-compatible surface at root paths (`/`, `/_bulk`, ...)."""
     app = FastAPI(
         title="lightsoc",
         version=__version__,
@@ -139,4 +145,10 @@ def create_app(
     def stats(_auth: Auth) -> dict[str, Any]:
         return merged_stats(events, live_metrics() if live_metrics else None)
 
+    if ingest is not None:
+        from lightsoc.web.es_compat import install_es_compat
+        from lightsoc.web.ingest import create_ingest_router
+
+        app.include_router(create_ingest_router(state, ingest))
+        install_es_compat(app, state, ingest)  # after /api/v1: never shadows it
     return app

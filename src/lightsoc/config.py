@@ -249,6 +249,7 @@ class KafkaSourceConfig(_Model):
     format: str = "auto"
     dataset: str | None = None
     options: dict[str, Any] = {}
+    max_message_bytes: PositiveInt = 1 << 20
     tags: list[str] = []
 
 
@@ -259,8 +260,15 @@ class RedisSourceConfig(_Model):
     url: Annotated[str, _url_or(None, "redis", "rediss")]
     stream: str
     group: str = "lightsoc"
+    #: consumer name in the group (default: hostname-pid)
+    consumer: str | None = None
+    #: the entry field holding the record (an entry without it is stored as JSON)
+    field: str = "message"
+    #: entries pending this long for another consumer are claimed (it died)
+    claim_idle_seconds: Annotated[float, Field(gt=0)] = 60.0
     format: str = "auto"
     dataset: str | None = None
+    max_message_bytes: PositiveInt = 1 << 20
     tags: list[str] = []
 
 

@@ -236,6 +236,8 @@ class HttpSourceConfig(_Model):
     listen: HostPort | None = None
     format: str = "auto"
     dataset: str | None = None
+    #: largest request body, sent or decompressed (larger: 413)
+    max_body_bytes: PositiveInt = 32 << 20
     tags: list[str] = []
 
 

@@ -78,7 +78,8 @@ def source_specs(config: Config) -> dict[str, SourceSpec]:
             format=getattr(sc, "format", "auto") or "auto",
             dataset=getattr(sc, "dataset", None),
             tags=list(getattr(sc, "tags", []) or []),
-            options=dict(getattr(sc, "options", {}) or {}),
+            # a kafka source's `options` are librdkafka settings, not parser options
+            options={} if sc.type == "kafka" else dict(getattr(sc, "options", {}) or {}),
         )
     return specs
 

@@ -105,7 +105,8 @@ class NfdumpCsvParser(Parser):
             .cast(pl.Float64, strict=False)
             .cast(pl.Int32, strict=False)
             .alias("destination.port"),
-            c("pr").str.to_lowercase().alias("network.transport"),
+            # nfdump says ICMP6; ECS (IANA keyword) is ipv6-icmp, as the netflow source
+            c("pr").str.to_lowercase().replace("icmp6", "ipv6-icmp").alias("network.transport"),
             ipkt.alias("source.packets"),
             ibyt.alias("source.bytes"),
             opkt.alias("destination.packets"),

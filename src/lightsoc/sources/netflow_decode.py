@@ -20,6 +20,11 @@ first/last switched (22/21) with the header's sys_uptime and export time
 time at all gets the datagram's export time. The exporter goes to
 `log.source.address`; TCP flags, interfaces and the NetFlow version to
 `labels`.
+
+With a `FlowBatch` (`decode(..., batch=b)`), fixed-length data sets are not
+decoded here but queued in the batch, which builds columns for many
+datagrams at once (`netflow_columns`): that is the fast path the `netflow`
+source uses; the list of dicts is the reference behaviour.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import polars as pl
 
 from lightsoc import schema
 from lightsoc.sources import netflow_templates as nt
+from lightsoc.sources.netflow_columns import V5_TEMPLATE, FlowBatch
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _V5_HEADER = struct.Struct("!HHIIIIBBH")
@@ -56,7 +62,7 @@ class _Ctx(NamedTuple):
 def _counters() -> dict[str, int]:
     return dict.fromkeys(
         ("flows", "templates", "options_templates", "options_records", "malformed", "pending")
-        + ("dropped", "unknown_version"),
+        + ("dropped", "unknown_version", "template_changes", "template_collisions"),
         0,
     )
 
@@ -180,6 +186,11 @@ class NetflowDecoder:
             OrderedDict()
         )
         self._n_pending = 0
+        self._next_expiry = float("inf")  # when the oldest held set expires
+        # (domain, template id) -> {exporter: fields}, to count collisions across exporters
+        self._layouts: dict[tuple[int, int], dict[str, tuple]] = {}
+        #: held data sets dropped (expired or over `max_pending`), per exporter, cumulative
+        self.dropped_by: dict[str, int] = {}
 
     @property
     def pending(self) -> int:
@@ -187,12 +198,18 @@ class NetflowDecoder:
         return self._n_pending
 
     def decode(
-        self, datagram: bytes, exporter: str, now: float
+        self, datagram: bytes, exporter: str, now: float, batch: FlowBatch | None = None
     ) -> tuple[list[dict], dict[str, int]]:
-        """The flows of one datagram and counters (flows, templates, malformed, pending, ...)."""
+        """The flows of one datagram and counters (flows, templates, malformed, pending, ...).
+
+        With `batch`, flows go to the batch (columnar) and the list is empty;
+        `flows` counts them either way.
+        """
         c = _counters()
-        c["dropped"] = self.flush_pending(now)["dropped"]
-        out: list[dict] = []
+        if self._n_pending and now >= self._next_expiry:  # not a scan per datagram
+            c["dropped"] = self.flush_pending(now)["dropped"]
+        out: list[dict] | FlowBatch = [] if batch is None else batch
+        before = 0 if batch is None else batch.rows
         try:
             if len(datagram) < 4:
                 c["malformed"] += 1
@@ -206,28 +223,36 @@ class NetflowDecoder:
                     c["unknown_version"] += 1
         except (struct.error, ValueError, IndexError, OverflowError):
             c["malformed"] += 1
-        c["flows"] = len(out)
         c["pending_total"] = self._n_pending
+        if isinstance(out, FlowBatch):
+            c["flows"] = out.rows - before
+            return [], c
+        c["flows"] = len(out)
         return out, c
 
     def flush_pending(self, now: float) -> dict[str, int]:
         """Drop held data sets older than `pending_seconds`; {"dropped": n, "pending": left}."""
-        dropped = 0
+        dropped, oldest = 0, float("inf")
         cutoff = now - self.pending_seconds
         for key in list(self._pending):
             held = self._pending[key]
             keep = [h for h in held if h[0] > cutoff]
-            dropped += len(held) - len(keep)
+            if keep:
+                oldest = min(oldest, *(h[0] for h in keep))
+            if len(held) != len(keep):
+                dropped += len(held) - len(keep)
+                self.dropped_by[key[0]] = self.dropped_by.get(key[0], 0) + len(held) - len(keep)
             if keep:
                 self._pending[key] = keep
             else:
                 del self._pending[key]
         self._n_pending -= dropped
+        self._next_expiry = oldest + self.pending_seconds
         return {"dropped": dropped, "pending": self._n_pending}
 
     # --- NetFlow v5 -----------------------------------------------------------
 
-    def _v5(self, d: bytes, exporter: str, out: list[dict], c: dict[str, int]) -> None:
+    def _v5(self, d: bytes, exporter: str, out: list | FlowBatch, c: dict[str, int]) -> None:
         if len(d) < _V5_HEADER.size:
             c["malformed"] += 1
             return
@@ -238,6 +263,10 @@ class NetflowDecoder:
         if have < count or count == 0:
             c["malformed"] += 1
         n = min(count, have)
+        if isinstance(out, FlowBatch):
+            if n:
+                out.add(V5_TEMPLATE, body, n, ctx, exporter)
+            return
         for r in _V5_RECORD.iter_unpack(body[: n * _V5_RECORD.size]):
             raw = {
                 nt.SRC_V4: nt.convert(nt.IP4, r[0]),
@@ -253,12 +282,12 @@ class NetflowDecoder:
                 nt.TCP_FLAGS: r[11],
                 nt.PROTO: r[12],
             }
-            out.append(_flow(raw, ctx, exporter))
+            out.append(_flow(raw, ctx, exporter))  # type: ignore[union-attr]
 
     # --- NetFlow v9 and IPFIX -------------------------------------------------
 
     def _template_based(
-        self, d: bytes, version: int, exporter: str, now: float, out: list[dict], c: dict[str, int]
+        self, d: bytes, version: int, exporter: str, now: float, out: list | FlowBatch, c: dict
     ) -> None:
         ipfix = version == 10
         if ipfix:
@@ -309,7 +338,7 @@ class NetflowDecoder:
         options: bool,
         where: tuple[str, int],
         now: float,
-        out: list[dict],
+        out: list | FlowBatch,
         c: dict[str, int],
     ) -> None:
         """Parse a (options) template set; decode data held for the templates it brings."""
@@ -357,30 +386,45 @@ class NetflowDecoder:
             c["options_templates" if options else "templates"] += 1
             old = self.templates.get(key)
             if old is None or old.fields != t.fields or old.options != options:
+                if old is not None:
+                    c["template_changes"] += 1
                 self.templates[key] = t
+                # the same id with another layout at another exporter: harmless (templates
+                # are per exporter) but worth counting, it is what breaks naive collectors
+                others = self._layouts.setdefault(key[1:], {})
+                if any(f != t.fields for e, f in others.items() if e != key[0]):
+                    c["template_collisions"] += 1
+                others[key[0]] = t.fields
             for _at, held, ctx in self._pending.pop(key, []):
                 self._n_pending -= 1
                 self._data(self.templates[key], held, ctx, where[0], out, c)
 
     def _data(
-        self, t: nt.Template, body: bytes, ctx: _Ctx, exporter: str, out: list, c: dict
+        self, t: nt.Template, body: bytes, ctx: _Ctx, exporter: str, out: list | FlowBatch, c: dict
     ) -> None:
         if t.options:
             c["options_records"] += len(body) // t.size
+            return
+        if isinstance(out, FlowBatch) and not t.variable:
+            n = len(body) // t.size
+            if n:
+                out.add(t, body, n, ctx, exporter)
             return
         try:
             raws = nt.decode_variable(t, body) if t.variable else nt.decode_fixed(t, body)
         except ValueError:
             c["malformed"] += 1
             return
-        out.extend(_flow(raw, ctx, exporter) for raw in raws)
+        out.extend([_flow(raw, ctx, exporter) for raw in raws])
 
     def _hold(self, key: tuple, now: float, body: bytes, ctx: _Ctx, c: dict) -> None:
         if self._n_pending >= self.max_pending:
             c["dropped"] += 1
+            self.dropped_by[key[0]] = self.dropped_by.get(key[0], 0) + 1
             return
         self._pending.setdefault(key, []).append((now, body, ctx))
         self._n_pending += 1
+        self._next_expiry = min(self._next_expiry, now + self.pending_seconds)
         c["pending"] += 1
 
 

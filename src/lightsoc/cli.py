@@ -251,6 +251,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         f"peak RSS {summary.peak_rss_mb:.0f} MB",
         markup=False,
     )
+    if summary.pcap:  # packet captures: what the DNS decoder saw
+        p = summary.pcap
+        out.print(
+            f"{p.get('packets', 0):,} packets, {p.get('dns_messages', 0):,} DNS messages "
+            f"({p.get('answered', 0):,} answered, {p.get('unanswered', 0):,} unanswered, "
+            f"{p.get('orphan_responses', 0):,} responses without query), "
+            f"{p.get('malformed', 0):,} malformed, {p.get('non_dns', 0):,} not DNS",
+            markup=False,
+        )
     return 0
 
 

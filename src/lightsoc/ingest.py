@@ -1,4 +1,9 @@
-"""One-shot import of files through the real pipeline (`lightsoc ingest`)."""
+"""One-shot import of files through the real pipeline (`lightsoc ingest`).
+
+Packet captures (pcap/pcapng, recognised by their magic number, whatever
+their name) are decoded by the `pcap` source (DNS events); every other file
+goes through the `file` source and its parsers.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,13 @@ from typing import Any
 import polars as pl
 import psutil
 
-from lightsoc.config import Config, FileSourceConfig
+from lightsoc.config import Config, FileSourceConfig, PcapSourceConfig
 from lightsoc.pipeline import ProcessedBatch, SourceSpec
 from lightsoc.runtime import Stores, build_pipeline
+from lightsoc.sources.base import Source
 from lightsoc.sources.file import FileSource
+from lightsoc.sources.pcap import PcapSource
+from lightsoc.sources.pcap_file import is_capture
 
 INGEST_SOURCE = "ingest"
 
@@ -32,6 +40,8 @@ class IngestSummary:
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     by_dataset: dict[str, int] = field(default_factory=dict)
+    #: counters of the packet captures imported (packets, dns_messages, malformed...)
+    pcap: dict[str, int] = field(default_factory=dict)
 
     @property
     def lines_per_s(self) -> float:
@@ -62,21 +72,41 @@ def ingest(
     if missing:
         raise FileNotFoundError(f"not a readable file: {', '.join(missing)}")
     paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # each file once
-    src_cfg = FileSourceConfig(
-        # the file source takes globs: a name like `access[1].log` means itself here
-        type="file",
-        paths=[glob.escape(str(p)) for p in paths],
-        format=fmt,
-        dataset=dataset,
-    )
-    source = FileSource(
-        source_id,
-        src_cfg,
-        checkpoints=stores.events.checkpoints(source_id),
-        one_shot=True,
-        batch_max_rows=config.pipeline.batch_max_rows,
-    )
-    source.spec = SourceSpec(source_id, "file", format=fmt, dataset=dataset)  # type: ignore[attr-defined]
+    captures = [p for p in paths if is_capture(p)]
+    texts = [p for p in paths if p not in captures]
+    checkpoints = stores.events.checkpoints(source_id)
+    sources: list[Source] = []
+    if texts:
+        src_cfg = FileSourceConfig(
+            # the file source takes globs: a name like `access[1].log` means itself here
+            type="file",
+            paths=[glob.escape(str(p)) for p in texts],
+            format=fmt,
+            dataset=dataset,
+        )
+        sources.append(
+            FileSource(
+                source_id,
+                src_cfg,
+                checkpoints=checkpoints,
+                one_shot=True,
+                batch_max_rows=config.pipeline.batch_max_rows,
+            )
+        )
+    for p in captures:
+        sources.append(
+            PcapSource(
+                source_id,
+                PcapSourceConfig(type="pcap", file=p),
+                checkpoints=checkpoints,
+                one_shot=True,
+                batch_max_rows=config.pipeline.batch_max_rows,
+            )
+        )
+    # one spec for the id: parsed (pcap) batches ignore its format, not its dataset
+    spec = SourceSpec(source_id, sources[0].type, format=fmt, dataset=dataset)
+    for src in sources:
+        src.spec = spec  # type: ignore[attr-defined]
     summary = IngestSummary(files=len(paths), bytes=sum(os.path.getsize(p) for p in paths))
     proc = psutil.Process()
     datasets: list[pl.Series] = []
@@ -91,12 +121,16 @@ def ingest(
         if on_progress is not None:
             on_progress(done.counters.bytes)
 
-    pipeline = build_pipeline(config, stores, [source], on_batch=on_batch)
+    pipeline = build_pipeline(config, stores, sources, on_batch=on_batch)
     t0 = time.perf_counter()
     pipeline.start()
     pipeline.wait()
     summary.seconds = time.perf_counter() - t0
-    summary.skipped_empty = source.metrics.skipped_empty
+    summary.skipped_empty = sum(s.metrics.skipped_empty for s in sources if s.type == "file")
+    for src in sources:
+        if src.type == "pcap":
+            for k, v in src.metrics.extra.items():
+                summary.pcap[k] = summary.pcap.get(k, 0) + v
     summary.peak_rss_mb = round(max(summary.peak_rss_mb, proc.memory_info().rss / 2**20), 1)
     if datasets:
         counts = pl.concat(datasets).group_by("event.dataset").agg(pl.col("count").sum())

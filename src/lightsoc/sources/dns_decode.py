@@ -1,0 +1,481 @@
+"""Packets -> Packetbeat-like DNS events (one per query/response pair).
+
+`DnsDecoder.decode(linktype, packets)` takes a batch in the shape shared by
+capture files and live capture (`[(unix_µs, frame_bytes), ...]`) and keeps
+one tuple per event; `take()` returns them as one polars frame (layout, ids
+and labels: `sources.dns_events`; wire format: `sources.dns_wire`). It never
+raises on packet content: everything odd is counted in `counters`, and every
+table it keeps (waiting queries, TCP streams, caches) is bounded.
+
+Layers: Ethernet (with 802.1Q/802.1ad tags), Linux SLL and SLL2, raw IP and
+BSD null/loopback; IPv4 (fragments are counted, not reassembled) and IPv6
+(extension headers skipped, fragments counted); UDP, and TCP with a 2-byte
+length prefix per message: several messages per segment and a message split
+over segments are handled per direction of a stream (in-order data only; a
+gap drops the partial message, counted). Ports 53, 5353 and 5355 are DNS;
+other ports are DNS when a packet passes a strict check (`looks_like_dns`),
+and a server port seen that way is then treated as DNS for TCP too.
+
+Pairing: a query waits under (client ip, client port, server ip, server
+port, transport, id); its response makes one `dns.type: answer` event with
+`@timestamp` = query time and `event.duration` = response - query (ns). A
+query unanswered after `timeout` seconds of packet time (or at `flush()`)
+is a `dns.type: query` event; a response without its query is an answer
+event without duration. A retransmitted query replaces the one waiting (which
+becomes unanswered). `dns.question.name` is lower-cased; `dns.answers` keep
+names as sent (dig style, see `dns_wire`); `dns.resolved_ip` lists the A and
+AAAA addresses of the answer section. A message that does not decode is a parse-failure
+event (`event.original` = base64 of the DNS message, reason in `labels`).
+Header flags and the opcode go to `labels` (`dns.op_code`,
+`dns.header_flags`), as Packetbeat names them.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import struct
+from collections import Counter
+
+import polars as pl
+
+from lightsoc.sources.dns_events import LABELS, MESSAGE_K, community_id, events_frame, header_labels
+from lightsoc.sources.dns_wire import (
+    HEADER,
+    Malformed,
+    looks_like_dns,
+    rcode_name,
+    read_answers,
+    read_name,
+    type_name,
+)
+
+DNS_PORTS = frozenset({53, 5353, 5355})
+MAX_PENDING = 200_000
+MAX_STREAMS = 1024
+MAX_LEARNED_PORTS = 64
+MAX_QNAMES = 100_000
+MAX_DURATION_US = 1 << 40  # ~12.7 days
+_IP4 = struct.Struct("!BxHxxHxB2x4s4s")
+_IP6 = struct.Struct("!4xHBx16s16s")
+_PORTS = struct.Struct("!HH")
+_TCP = struct.Struct("!HHIxxxxBB")
+_H = struct.Struct("!H")
+_I = struct.Struct("=I")
+_SEQ = 0xFFFFFFFF
+# link type -> how to find the IP header (see pcap-linktype(7))
+ETHERNET, NULL, RAW, LOOP, SLL, SLL2 = 1, 0, 101, 108, 113, 276
+_RAW_TYPES = {RAW, 12, 14}
+
+_TYPE_NAMES = [type_name(i) for i in range(65536)]
+_RCODE_NAMES = [rcode_name(i) for i in range(16)]
+
+
+def new_counters() -> Counter[str]:
+    keys = ("packets", "dns_messages", "queries", "responses", "answered", "unanswered")
+    keys += ("orphan_responses", "malformed", "non_dns", "fragments", "bad_packets")
+    return Counter(dict.fromkeys(keys, 0))
+
+
+class DnsDecoder:
+    """Stateful decoder: TCP stream buffers and queries waiting for answers."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        id_prefix: str = "",
+        ports: frozenset[int] = DNS_PORTS,
+        community_id: bool = True,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.timeout_us = int(timeout * 1_000_000)
+        self.id_prefix = id_prefix
+        self.ports = set(ports)
+        self.community_id = community_id
+        self.max_pending = max_pending
+        self.counters: Counter[str] = new_counters()
+        self._pending: dict[tuple, tuple] = {}
+        self._streams: dict[tuple, list] = {}  # (src, sport, dst, dport) -> [next_seq, buffer]
+        self._ipcache: dict[bytes, str] = {}
+        self._cid: dict[tuple, str] = {}
+        self._rows: list[tuple] = []  # one tuple per event, in `_COLUMNS` order
+        self._qnames: dict[bytes, tuple[str, str]] = {}  # question wire form -> (name, lower)
+        self._fail: dict[str, list] = {k: [] for k in ("_ts", "_fid", "ip", "reason", "orig")}
+        self._seq = 0  # position of packets given without positions (live capture)
+        self.last_ts = 0
+
+    # -- packets ---------------------------------------------------------------
+    def decode(
+        self,
+        linktype: int,
+        packets: list[tuple[int, bytes]],
+        positions: list[int] | None = None,
+    ) -> None:
+        """Decode a batch of `(unix_µs, frame)`; `positions` are ids for events (default: a sequence)."""
+        c = self.counters
+        c["packets"] += len(packets)
+        if positions is None:
+            positions = range(self._seq, self._seq + len(packets))  # type: ignore[assignment]
+            self._seq += len(packets)
+        ports = self.ports
+        ip4, ip6, udp_ports, tcp_hdr = (
+            _IP4.unpack_from,
+            _IP6.unpack_from,
+            _PORTS.unpack_from,
+            _TCP.unpack_from,
+        )
+        message = self._message
+        non_dns = fragments = bad = 0
+        for (ts, data), pos in zip(packets, positions, strict=True):
+            n = len(data)
+            # -- link layer: where IP starts and which version
+            if linktype == ETHERNET:
+                if n < 14:
+                    bad += 1
+                    continue
+                et = (data[12] << 8) | data[13]
+                off = 14
+                while et in (0x8100, 0x88A8, 0x9100) and n >= off + 4:
+                    et = (data[off + 2] << 8) | data[off + 3]
+                    off += 4
+                ver = 4 if et == 0x0800 else 6 if et == 0x86DD else 0
+            elif linktype == SLL or linktype == SLL2:
+                off = 16 if linktype == SLL else 20
+                if n < off:
+                    bad += 1
+                    continue
+                et = (data[14] << 8) | data[15] if linktype == SLL else (data[0] << 8) | data[1]
+                ver = 4 if et == 0x0800 else 6 if et == 0x86DD else 0
+            elif linktype in _RAW_TYPES:
+                off = 0
+                ver = data[0] >> 4 if n else 0
+            elif linktype == NULL or linktype == LOOP:
+                if n < 4:
+                    bad += 1
+                    continue
+                off = 4
+                fam = _I.unpack_from(data)[0]
+                if linktype == LOOP or fam > 0xFFFF:  # written with the other byte order
+                    fam = int.from_bytes(data[:4], "big" if linktype == LOOP else "little")
+                    if fam > 0xFFFF:
+                        fam = int.from_bytes(data[:4], "big")
+                ver = 4 if fam == 2 else 6 if fam in (10, 24, 28, 30) else 0
+            else:
+                c["unsupported_linktype"] += 1
+                continue
+            # -- IP
+            if ver == 4:
+                if n < off + 20:
+                    bad += 1
+                    continue
+                vihl, total, frag, proto, src, dst = ip4(data, off)
+                if vihl >> 4 != 4:
+                    bad += 1
+                    continue
+                if frag & 0x3FFF:
+                    fragments += 1
+                    continue
+                l4 = off + (vihl & 15) * 4
+                end = off + total if off + total <= n else n
+            elif ver == 6:
+                if n < off + 40:
+                    bad += 1
+                    continue
+                plen, proto, src, dst = ip6(data, off)
+                l4 = off + 40
+                end = l4 + plen if plen and l4 + plen <= n else n
+                while proto in (0, 43, 60, 51) and l4 + 8 <= end:
+                    hlen = (data[l4 + 1] + 2) * 4 if proto == 51 else (data[l4 + 1] + 1) * 8
+                    proto = data[l4]
+                    l4 += hlen
+                if proto == 44:
+                    fragments += 1
+                    continue
+            else:
+                non_dns += 1
+                continue
+            # -- transport
+            if proto == 17:
+                if l4 + 8 > end:
+                    bad += 1
+                    continue
+                sport, dport = udp_ports(data, l4)
+                payload = data[l4 + 8 : end]
+                if not (sport in ports or dport in ports or self._learn(payload, sport, dport)):
+                    non_dns += 1
+                    continue
+                message(payload, ts, pos, 0, src, sport, dst, dport, "udp")
+            elif proto == 6:
+                if l4 + 14 > end:
+                    bad += 1
+                    continue
+                sport, dport, seq, doff, flags = tcp_hdr(data, l4)
+                payload = data[l4 + (doff >> 4) * 4 : end]
+                if not (sport in ports or dport in ports):
+                    if len(payload) < 14 or not self._learn(payload[2:], sport, dport):
+                        non_dns += 1
+                        continue
+                self._tcp(payload, ts, pos, src, sport, dst, dport, seq, flags)
+            else:
+                non_dns += 1
+        c["non_dns"] += non_dns
+        c["fragments"] += fragments
+        c["bad_packets"] += bad
+        if packets:
+            self.last_ts = max(self.last_ts, packets[-1][0])
+
+    def _learn(self, msg: bytes, sport: int, dport: int) -> bool:
+        """DNS on an unusual port? If so, remember the server's port (for TCP)."""
+        if not looks_like_dns(msg):
+            return False
+        if len(self.ports) < len(DNS_PORTS) + MAX_LEARNED_PORTS:
+            self.ports.add(sport if msg[2] & 0x80 else dport)
+        return True
+
+    def _tcp(
+        self,
+        payload: bytes,
+        ts: int,
+        pos: int,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        seq: int,
+        flags: int,
+    ) -> None:
+        key = (src, sport, dst, dport)
+        st = self._streams.get(key)
+        if not payload:
+            self.counters["tcp_control"] += 1  # SYN, ACK, FIN, RST without data
+        if flags & 0x02:  # SYN: a new stream, data starts after it
+            if st is not None and st[1]:
+                self._fail_msg(bytes(st[1]), "tcp_incomplete", ts, f"f{st[2]}t", src)
+            st = self._streams[key] = [(seq + 1) & _SEQ, bytearray(), pos]
+            if len(self._streams) > MAX_STREAMS:
+                self._evict_stream()
+            seq = (seq + 1) & _SEQ
+        if payload:
+            if st is None:
+                st = self._streams[key] = [seq, bytearray(), pos]
+                if len(self._streams) > MAX_STREAMS:
+                    self._evict_stream()
+            diff = (seq - st[0]) & _SEQ
+            if diff and diff < 0x80000000:  # data missing before this segment
+                self.counters["tcp_gaps"] += 1
+                if st[1]:
+                    self._fail_msg(bytes(st[1]), "tcp_gap", ts, f"f{st[2]}t", src)
+                    st[1].clear()
+                diff = 0
+            elif diff:  # retransmission: keep only what is new
+                diff = (st[0] - seq) & _SEQ
+                payload = payload[diff:]
+            if payload:
+                st[0] = (st[0] + len(payload)) & _SEQ
+                st[2] = pos
+                buf = st[1]
+                buf += payload
+                k = 0
+                while len(buf) >= 2:
+                    ln = (buf[0] << 8) | buf[1]
+                    if len(buf) < ln + 2:
+                        break
+                    msg = bytes(buf[2 : ln + 2])
+                    del buf[: ln + 2]
+                    self._message(msg, ts, pos, k, src, sport, dst, dport, "tcp")
+                    k += 1
+        if flags & 0x05 and st is not None:  # FIN or RST: the stream ends here
+            if st[1]:
+                self._fail_msg(bytes(st[1]), "tcp_incomplete", ts, f"f{st[2]}t", src)
+            del self._streams[key]
+
+    def _evict_stream(self) -> None:
+        key = next(iter(self._streams))
+        st = self._streams.pop(key)
+        if st[1]:
+            self._fail_msg(bytes(st[1]), "tcp_incomplete", self.last_ts, f"f{st[2]}t", key[0])
+
+    # -- messages ----------------------------------------------------------------
+    def _message(
+        self,
+        msg: bytes,
+        ts: int,
+        pos: int,
+        k: int,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        transport: str,
+    ) -> None:
+        c = self.counters
+        c["dns_messages"] += 1
+        n = len(msg)
+        try:
+            if n < 12:
+                raise Malformed("truncated")
+            mid, flags, qd, an, _, _ = HEADER.unpack_from(msg)
+            names: dict[int, str] = {}
+            if qd:
+                # question names repeat: look the wire form up before decoding it
+                z = msg.find(0, 12)
+                key = msg[12 : z + 1]
+                hit = self._qnames.get(key) if z > 0 else None
+                if hit is not None:
+                    qraw, qname = hit
+                    off = z + 1
+                else:
+                    qraw, off = read_name(msg, 12)
+                    qname = qraw.lower()
+                    if off == z + 1:
+                        if len(self._qnames) >= MAX_QNAMES:
+                            self._qnames.clear()
+                        self._qnames[key] = (qraw, qname)
+                if off + 4 > n:
+                    raise Malformed("truncated")
+                qtype_s: str | None = _TYPE_NAMES[(msg[off] << 8) | msg[off + 1]]
+                off += 4
+                names[12] = qraw
+            else:
+                qname, qtype_s, off = None, None, 12
+            if flags & 0x8000 and an:
+                answers, ips = read_answers(msg, off, an, names)
+            else:
+                answers = ips = None  # type: ignore[assignment]
+        except Malformed as exc:
+            self._fail_msg(msg, exc.reason, ts, f"f{pos}.{k}", src)
+            return
+        if k:
+            pos = -(pos * MESSAGE_K + k) - 1  # several messages in one segment (see `take`)
+        if not flags & 0x8000:
+            c["queries"] += 1
+            key = (src, sport, dst, dport, transport, mid)
+            pending = self._pending
+            old = pending.pop(key, None)
+            if old is not None:  # a retransmission: the earlier one was not answered
+                self._emit_query(key, old)
+            pending[key] = (ts, pos, qname, qtype_s, flags)
+            if len(pending) > self.max_pending:
+                oldest = next(iter(pending))
+                self._emit_query(oldest, pending.pop(oldest))
+            return
+        c["responses"] += 1
+        key = (dst, dport, src, sport, transport, mid)
+        q = self._pending.pop(key, None)
+        if q is None:
+            c["orphan_responses"] += 1
+            first, duration = ts, None
+        else:
+            c["answered"] += 1
+            first, pos = q[0], q[1]
+            # a reordered or damaged capture must not give a negative or overflowing time
+            duration = (ts - first) * 1000 if 0 <= ts - first < MAX_DURATION_US else None
+        ipc = self._ipcache
+        cip, sip = ipc.get(dst) or self._ip(dst), ipc.get(src) or self._ip(src)
+        self._rows.append(
+            (
+                first,
+                pos,
+                duration,
+                cip,
+                dport,
+                sip,
+                sport,
+                transport,
+                "answer",
+                mid,
+                _RCODE_NAMES[flags & 15],
+                qname,
+                qtype_s,
+                answers,
+                ips,
+                LABELS.get(flags & 0x7FF0) or header_labels(flags),
+                community_id(dst, dport, src, sport, transport) if self.community_id else None,
+            )
+        )
+
+    def _ip(self, raw: bytes) -> str:
+        s = self._ipcache.get(raw)
+        if s is None:
+            if len(self._ipcache) > 65536:
+                self._ipcache.clear()
+            s = socket.inet_ntoa(raw) if len(raw) == 4 else socket.inet_ntop(socket.AF_INET6, raw)
+            self._ipcache[raw] = s
+        return s
+
+    def _label(self, flags: int) -> str:
+        return header_labels(flags)
+
+    def _emit_query(self, key: tuple, q: tuple) -> None:
+        self.counters["unanswered"] += 1
+        cip, cport, sip, sport, transport, mid = key
+        self._rows.append(
+            (
+                q[0],
+                q[1],
+                None,
+                self._ip(cip),
+                cport,
+                self._ip(sip),
+                sport,
+                transport,
+                "query",
+                mid,
+                None,
+                q[2],
+                q[3],
+                None,
+                None,
+                self._label(q[4]),
+                community_id(cip, cport, sip, sport, transport) if self.community_id else None,
+            )
+        )
+
+    def _fail_msg(self, msg: bytes, reason: str, ts: int, fid: str, src: bytes) -> None:
+        self.counters["malformed"] += 1
+        self.counters["malformed_" + reason] += 1
+        f = self._fail
+        f["_ts"].append(ts)
+        f["_fid"].append(fid)
+        f["ip"].append(self._ip(src))
+        f["reason"].append(reason)
+        f["orig"].append(base64.b64encode(msg[:4096]).decode("ascii"))
+
+    # -- time and output ---------------------------------------------------------
+    def expire(self, now_us: int | None = None) -> None:
+        """Queries waiting longer than the timeout (by packet time, or `now_us`) are unanswered."""
+        now = self.last_ts if now_us is None else max(now_us, self.last_ts)
+        limit = now - self.timeout_us
+        pending = self._pending
+        while pending:
+            key = next(iter(pending))
+            if pending[key][0] > limit:
+                break  # insertion order is arrival order: the rest are younger
+            self._emit_query(key, pending.pop(key))
+
+    def flush(self) -> None:
+        """End of input: every waiting query is unanswered, partial TCP messages fail."""
+        while self._pending:
+            key = next(iter(self._pending))
+            self._emit_query(key, self._pending.pop(key))
+        for key, st in self._streams.items():
+            if st[1]:
+                self._fail_msg(bytes(st[1]), "tcp_incomplete", self.last_ts, f"f{st[2]}t", key[0])
+        self._streams.clear()
+
+    @property
+    def pending(self) -> int:
+        """Queries waiting for their response."""
+        return len(self._pending)
+
+    @property
+    def rows(self) -> int:
+        """Events decoded and not taken yet."""
+        return len(self._rows) + len(self._fail["_ts"])
+
+    def take(self) -> pl.DataFrame:
+        """The events decoded so far as one frame (ECS columns); resets the buffers."""
+        rows, self._rows = self._rows, []
+        fail, self._fail = self._fail, {k: [] for k in self._fail}
+        return events_frame(rows, fail, self.id_prefix)

@@ -27,22 +27,52 @@ def _lines(demo: DemoFiles, rel: str) -> list[bytes]:
 
 def test_same_seed_and_end_give_identical_bytes(demo: DemoFiles, tmp_path: Path) -> None:
     again = generate(tmp_path / "again", end=END)
-    for rel in demo.lines:
+    for rel in demo.formats:
         assert (demo.root / rel).read_bytes() == (again.root / rel).read_bytes(), rel
     assert again.attacks == demo.attacks
+    assert (again.mail, again.flows, again.dns) == (demo.mail, demo.flows, demo.dns)
     other = generate(tmp_path / "other", end=END, seed=8, hours=2)
     assert (other.root / WEB[0]).read_bytes() != (demo.root / WEB[0]).read_bytes()
 
 
 def test_files_formats_and_line_counts(demo: DemoFiles) -> None:
-    assert sorted(demo.lines) == ["auth.log", *WEB]
-    assert [p.relative_to(demo.root).as_posix() for p in demo.files] == [*WEB, "auth.log"]
+    assert sorted(demo.lines) == ["auth.log", "flows.csv", "mail.log", *WEB]
+    assert [p.relative_to(demo.root).as_posix() for p in demo.files] == [
+        *WEB,
+        "auth.log",
+        "mail.log",
+        "flows.csv",
+        "dns.pcap",
+    ]
     assert demo.formats["web3/access.log"] == "apache_combined"
+    assert demo.formats["mail.log"] == "syslog"
+    assert demo.formats["flows.csv"] == "nfdump_csv"
+    assert demo.formats["dns.pcap"] == "auto"
     for rel, n in demo.lines.items():
         assert (demo.root / rel).read_bytes().count(b"\n") == n, rel
     web = sum(demo.lines[r] for r in WEB)
     assert 40_000 <= web <= 60_000
     assert demo.lines["auth.log"] > 500
+    assert demo.lines["mail.log"] > 3_000
+    assert demo.lines["flows.csv"] == demo.flows.flows + 4  # header and 3 summary lines
+    assert len(demo.dns.queries) > 5_000
+
+
+def test_summary_names_every_injected_pattern(demo: DemoFiles) -> None:
+    text = demo.summary()
+    assert f"dns.pcap           {2 * len(demo.dns.queries)} packets (auto)" in text
+    for needle in (
+        demo.mail.guesser_ip,
+        demo.flows.scanner,
+        demo.flows.beacon_host,
+        demo.flows.beacon_ip,
+        demo.flows.ddos_target,
+        demo.dns.dga_host,
+        demo.dns.tunnel_domain,
+        demo.dns.bad_domain,
+        demo.dns.bad_host,
+    ):
+        assert needle in text, needle
 
 
 def test_attack_ground_truth_matches_files(demo: DemoFiles) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from lightsoc import registry
 from lightsoc.config import Config, parse_config
 from lightsoc.demo_traffic import DemoFiles, generate
 from lightsoc.ingest import ingest
@@ -17,8 +18,9 @@ from lightsoc.runtime import build_pipeline, open_stores
 from lightsoc.store.base import TimeRange
 
 DEFAULT_DIR = Path("lightsoc-demo")
-# What an analyst would ask first; each line is (title, query).
-QUESTIONS = [
+SYN_ONLY = 'labels.netflow.tcp_flags:"......S."'
+# What an analyst would ask first; each line is (title, query[, field whose top value to show]).
+QUESTIONS: list[tuple[str, ...]] = [
     (
         "SQL injection attempts",
         "url.query:*union* OR url.query:*select* OR user_agent.original:*sqlmap*",
@@ -27,6 +29,19 @@ QUESTIONS = [
     ("sensitive file probes", "url.path:\\/.env OR url.path:\\/.git* OR url.path:*wp-config*"),
     ("failed ssh logins", "event.dataset:sshd AND event.outcome:failure"),
     ("successful ssh logins", "event.dataset:sshd AND event.outcome:success"),
+    ("failed imap/pop3 logins", "event.dataset:dovecot AND event.outcome:failure"),
+    ("failed smtp auth", "event.dataset:postfix AND event.outcome:failure"),
+    (
+        "port scan: 1-packet SYN flows",
+        f"event.dataset:netflow AND network.packets:1 AND {SYN_ONLY}",
+    ),
+    (
+        "syn flood: big SYN-only flows",
+        f"event.dataset:netflow AND network.packets:>=20 AND {SYN_ONLY}",
+        "destination.ip",
+    ),
+    ("NXDOMAIN answers by host", "event.dataset:dns AND dns.response_code:NXDOMAIN"),
+    ("TXT/NULL queries (tunnel?)", "event.dataset:dns AND dns.question.type:(TXT OR NULL)"),
 ]
 
 
@@ -69,9 +84,15 @@ def run_demo(args: argparse.Namespace, out: Console) -> int:
 
 def _ingest_all(config: Config, stores, demo: DemoFiles, out: Console) -> None:  # noqa: ANN001
     total = 0.0
+    pcap = "pcap" in registry.names("sources")
     for rel, fmt in demo.formats.items():
         path = demo.root / rel
-        source_id = rel.split("/")[0].removesuffix(".log")
+        source_id = Path(rel.split("/")[0]).stem
+        if rel.endswith(".pcap") and not pcap:
+            out.print(
+                f"skipped  {rel:<16} (no pcap source in this build: DNS not ingested)", markup=False
+            )
+            continue
         summary = ingest(config, stores, [path], fmt=fmt, source_id=source_id)
         total += summary.seconds
         out.print(
@@ -104,12 +125,21 @@ def _report(stores, demo: DemoFiles, out: Console) -> None:  # noqa: ANN001
     q = Table(title="what an analyst would search first")
     for c in ("question", "query", "events", "top source"):
         q.add_column(c, overflow="fold")
-    for title, query in QUESTIONS:
+    for title, query, *field in [*QUESTIONS, *_hunts(demo)]:
         n = ev.count(query)
-        top = ev.top("source.ip", query=query, n=1)
-        q.add_row(title, query, f"{n:,}", top[0][0] if top else "-")
+        top = ev.top(field[0] if field else "source.ip", query=query, n=1)
+        value = f"{top[0][0]}{f' ({field[0]})' if field else ''}" if top else "-"
+        q.add_row(title, query, f"{n:,}", value)
     out.print(q)
-    bf = demo.brute_force
+    bf, d = demo.brute_force, demo.root.parent
+    out.print(f"try: lightsoc timeline {bf.ip} --since all --data-dir {d}", markup=False)
     out.print(
-        f"try: lightsoc timeline {bf.ip} --since all --data-dir {demo.root.parent}", markup=False
+        f"try: lightsoc search 'destination.ip:{demo.flows.beacon_ip}' --since all --data-dir {d}"
+        "   # a beacon every ~300 s",
+        markup=False,
     )
+
+
+def _hunts(demo: DemoFiles) -> list[tuple[str, ...]]:
+    """Follow-ups that need a name from the intel feed: the known-bad domain."""
+    return [("lookups of a known-bad domain", f'dns.question.name:"{demo.dns.bad_domain}"')]

@@ -6,10 +6,15 @@
     web2/access.log   nginx combined (UTC, +0000)     shop node 2
     web3/access.log   apache combined (local, +0800)  corporate / docs site
     auth.log          RFC 3164 syslog (UTC, no year)  sshd, sudo, su, CRON on host web1
+    mail.log          RFC 3164 syslog                 postfix + dovecot on host mail1
+    flows.csv         ``nfdump -o csv``               office NetFlow (UTC)
+    dns.pcap          libpcap, Ethernet/IPv4/UDP      DNS at the resolver 10.20.0.53
 
 with benign browsing, crawlers and an uptime monitor (``demo_web``), injected
-web attacks (``demo_web_attacks``) and an SSH brute force that succeeds
-(``demo_sshd``). Same ``seed`` and ``end`` (and payload lists) give
+web attacks (``demo_web_attacks``), an SSH brute force that succeeds
+(``demo_sshd``), an IMAP password-guessing run (``demo_mail``), a port scan,
+a beacon and a SYN flood (``demo_flows``), and a DGA host, a DNS tunnel and a
+known-bad domain lookup (``demo_dns``). Same ``seed`` and ``end`` (and payload lists) give
 byte-identical files. The returned ``DemoFiles`` is the ground truth.
 """
 
@@ -20,6 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from lightsoc.demo_dns import DnsTruth, default_bad_domain_file, dns_pcap
+from lightsoc.demo_flows import FlowTruth, flows_csv
+from lightsoc.demo_mail import MailTruth, mail_log
 from lightsoc.demo_sshd import auth_log
 from lightsoc.demo_web import Hit, benign
 from lightsoc.demo_web_attacks import attacks, default_payload_dir, load_payloads
@@ -27,11 +35,17 @@ from lightsoc.demo_web_attacks import attacks, default_payload_dir, load_payload
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 WEB_FILES = {"web1": "web1/access.log", "web2": "web2/access.log", "web3": "web3/access.log"}
 AUTH_FILE = "auth.log"
+MAIL_FILE = "mail.log"
+FLOWS_FILE = "flows.csv"
+DNS_FILE = "dns.pcap"
 FORMATS = {
     "web1/access.log": "nginx_combined",
     "web2/access.log": "nginx_combined",
     "web3/access.log": "apache_combined",
     AUTH_FILE: "syslog",
+    MAIL_FILE: "syslog",
+    FLOWS_FILE: "nfdump_csv",
+    DNS_FILE: "auto",  # a capture: recognised by its magic number
 }
 UTC_OFFSET_H = {"web1": 0, "web2": 0, "web3": 8}
 APACHE = {"web3"}
@@ -76,7 +90,11 @@ class Messy:
 
 @dataclass(frozen=True)
 class DemoFiles:
-    """What ``generate`` wrote: paths, formats, line counts and the injected attacks."""
+    """What ``generate`` wrote: paths, formats, line counts and the injected attacks.
+
+    ``lines`` counts the lines of the text files; ``dns.pcap`` holds
+    ``2 * len(dns.queries)`` packets (each query and its response).
+    """
 
     root: Path
     start: datetime
@@ -90,6 +108,9 @@ class DemoFiles:
     messy: tuple[Messy, ...]
     ssh_noise_ips: tuple[str, ...]
     payload_source: str
+    mail: MailTruth
+    flows: FlowTruth
+    dns: DnsTruth
     benign_ips: tuple[str, ...] = field(default=())
 
     @property
@@ -104,6 +125,8 @@ class DemoFiles:
         ]
         out += [
             f"  {name:<16} {self.lines[name]:>7} lines  ({fmt})"
+            if name in self.lines
+            else f"  {name:<16} {2 * len(self.dns.queries):>7} packets ({fmt})"
             for name, fmt in self.formats.items()
         ]
         out += [
@@ -115,6 +138,21 @@ class DemoFiles:
             f"  ssh brute force from {bf.ip}: {bf.failures} failed passwords, then "
             f"login as {bf.user!r} at {bf.success:%H:%M:%S} UTC"
         )
+        m, f, d = self.mail, self.flows, self.dns
+        out += [
+            f"  imap password guessing from {m.guesser_ip}: {m.attempts} failed passwords "
+            f"against {', '.join(m.mailboxes)}",
+            f"  port scan from {f.scanner}: {f.scan_ports} ports on {', '.join(f.scan_targets)}",
+            f"  beacon from {f.beacon_host} to {f.beacon_ip}:{f.beacon_port} every "
+            f"~{f.beacon_period:.0f} s ({f.beacons} flows)",
+            f"  syn flood on {f.ddos_target}:{f.ddos_port} from {len(f.ddos_sources)} addresses "
+            f"at {datetime.fromtimestamp(int(f.ddos_start), UTC):%H:%M} UTC",
+            f"  dga host {d.dga_host}: {len(d.dga_domains)} generated names, "
+            f"{sum(q.rcode == 3 for q in d.queries if q.client == d.dga_host)} NXDOMAIN",
+            f"  dns tunnel from {d.tunnel_host} via {d.tunnel_domain}: {d.tunnel_queries} queries",
+            f"  known-bad domain {d.bad_domain} ({d.bad_domain_source}) looked up by "
+            f"{d.bad_host} {d.bad_lookups} times",
+        ]
         return "\n".join(out)
 
 
@@ -230,12 +268,14 @@ def generate(
     seed: int = 7,
     end: datetime | None = None,
     payload_dir: Path | None = None,
+    intel_file: Path | None = None,
 ) -> DemoFiles:
     """Write the demo logs under ``out_dir`` and return the ground truth.
 
     ``end`` defaults to the current hour (UTC, rounded down); naive datetimes are
     UTC. ``payload_dir`` defaults to the shared payload lists when found, else a
     built-in list is used (``DemoFiles.payload_source`` says which).
+    ``intel_file`` (a URLhaus domain list) likewise gives the known-bad domain.
     """
     if hours < 1:
         raise ValueError("hours must be >= 1")
@@ -280,6 +320,17 @@ def generate(
     paths.append(_write(out_dir / AUTH_FILE, [r[1] for r in records]))
     lines[AUTH_FILE] = len(records)
 
+    # each generator has its own stream, so adding one leaves the others' bytes alone
+    mail_lines, mail = mail_log(random.Random(f"{seed}:mail"), t0, t1)
+    flow_lines, flows = flows_csv(random.Random(f"{seed}:flows"), t0, t1)
+    bad_file = intel_file if intel_file is not None else default_bad_domain_file()
+    pcap, dns = dns_pcap(random.Random(f"{seed}:dns"), t0, t1, bad_file)
+    for rel, body in ((MAIL_FILE, mail_lines), (FLOWS_FILE, flow_lines)):
+        paths.append(_write(out_dir / rel, body))
+        lines[rel] = len(body)
+    (out_dir / DNS_FILE).write_bytes(pcap)
+    paths.append(out_dir / DNS_FILE)
+
     return DemoFiles(
         root=out_dir,
         start=start_dt,
@@ -300,6 +351,9 @@ def generate(
         messy=tuple(messy),
         ssh_noise_ips=ssh.noise_ips,
         payload_source=payloads.source,
+        mail=mail,
+        flows=flows,
+        dns=dns,
         benign_ips=benign_ips,
     )
 

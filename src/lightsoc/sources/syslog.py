@@ -315,6 +315,9 @@ class SyslogSource(Source):
                     break
                 conn.skipping, pos = False, stop + 1
                 continue
+            if buf[pos] == 0x3C and (after := self._lf_run(conn, pos, end)) > 0:  # "<PRI>"
+                pos = after
+                continue
             if 0x30 <= buf[pos] <= 0x39:  # maybe an octet count
                 space = buf.find(b" ", pos, min(end, pos + 11))
                 if space > pos and buf[pos:space].isdigit():
@@ -339,6 +342,31 @@ class SyslogSource(Source):
             self._add(bytes(buf[pos:stop]), lst, address)
             pos = stop + 1
         del buf[:pos]
+
+    def _lf_run(self, conn: _Conn, pos: int, end: int) -> int:
+        """Take a run of whole LF-terminated messages in one C-level split.
+
+        The common case (every message starts with its "<PRI>", no NUL, none
+        over the size limit) costs a few passes over the bytes instead of a
+        Python step per message; anything else falls back to the frame loop
+        (returns -1). Returns the position after the run.
+        """
+        buf = conn.buf
+        last = buf.rfind(b"\n", pos, end)
+        if last < 0:
+            return -1
+        region = bytes(buf[pos:last])
+        lines = region.split(b"\n")
+        if (
+            region.count(b"\n<") != len(lines) - 1
+            or b"\0" in region
+            or max(map(len, lines)) > self._keep - 2
+        ):
+            return -1
+        self._msgs.extend(lines)
+        self._addrs.extend([conn.address] * len(lines))
+        self._prefixes.extend([conn.listener.prefix] * len(lines))
+        return last + 1
 
     def _close(self, conn: _Conn, eof: bool) -> None:
         """Close a connection; on EOF its unterminated last message is a record."""

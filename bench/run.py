@@ -6,8 +6,15 @@ Cases (kept as data: generator + command + the figure to watch):
               enrich, store in DuckDB): lines/s, MiB/s, peak RSS; the naive
               per-line regex + sqlite3 script on the same file; the ratio.
   top10_10m   10M events in the DuckDB store -> top-10 source.ip: seconds.
+  syslog      UDP paced at 50k msg/s for 10 s and higher rates until loss
+              (sent vs stored), TCP as fast as two senders go: msg/s stored
+              (bench/syslog.py, into a real `lightsoc run`).
+  netflow     a replayed NetFlow v9 export over UDP into source + pipeline +
+              store: flow records/s, and the decoder alone (bench/netflow.py).
+  pcap_dns    a 500k-packet DNS capture through `lightsoc ingest` and through
+              tshark in the same run: packets/s and the ratio (bench/pcap_dns.py).
 
-    python bench/run.py [--lines N] [--agg-events N] [--out bench/out]
+    python bench/run.py [--lines N] [--agg-events N] [--only CASE ...] [--out bench/out]
 """
 
 from __future__ import annotations
@@ -137,28 +144,22 @@ def bench_top10(events: int, work: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--lines", type=int, default=1_000_000)
-    p.add_argument("--agg-events", type=int, default=10_000_000)
-    p.add_argument("--out", type=Path, default=HERE / "out")
-    args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+def bench_file_ingest(lines: int, out: Path) -> dict:
+    """`lightsoc ingest` of a generated combined log vs the naive baseline."""
     gen = _load("gen_access_log")
-    log = args.out / f"access-{args.lines}.log"
+    log = out / f"access-{lines}.log"
     if not log.exists():
-        print(f"generating {args.lines:,} lines -> {log}", flush=True)
-        gen.write_combined_log(log, lines=args.lines)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+        print(f"generating {lines:,} lines -> {log}", flush=True)
+        gen.write_combined_log(log, lines=lines)
     results: dict = {}
-    results["ingest"] = ingest = bench_ingest(log, args.out)
+    results["ingest"] = ingest = bench_ingest(log, out)
     print(
         f"lightsoc ingest: {ingest['lines']:,} lines in {ingest['wall_seconds']} s = "
         f"{ingest['lines_per_s']:,} lines/s, {ingest['mib_per_s']} MiB/s, "
         f"peak RSS {ingest['peak_rss_mb']} MB, {ingest['cpu_seconds']} CPU-s",
         flush=True,
     )
-    results["baseline"] = base = bench_baseline(log, args.out)
+    results["baseline"] = base = bench_baseline(log, out)
     ratio = ingest["lines_per_s"] / base["lines_per_s"]
     results["ratio"] = round(ratio, 1)
     print(
@@ -173,13 +174,64 @@ def main(argv: list[str] | None = None) -> int:
         "(targets: >= 300,000 lines/s, >= 10x, peak RSS <= 500 MB)",
         flush=True,
     )
-    results["top10"] = top = bench_top10(args.agg_events, args.out)
-    print(
-        f"top-10 source.ip over {top['events']:,} events: median "
-        f"{top['top10_seconds_median']} s, min {top['top10_seconds_min']} s "
-        f"(target <= 1 s; fill took {top['fill_seconds']} s)",
-        flush=True,
+    return results
+
+
+def _syslog_line(r: dict) -> str:
+    tcp = r["tcp"]
+    return (
+        f"syslog: UDP highest loss-free rate {r['udp']['highest_loss_free_rate']:,} msg/s "
+        f"(target: none lost at 50,000/s for 10 s); TCP {tcp['stored_per_s']:,} msg/s stored "
+        f"({tcp['stored']:,}/{tcp['sent']:,}; target >= 150,000); "
+        f"net.core.rmem_max {r['rmem_max']}"
     )
+
+
+def _netflow_line(r: dict) -> str:
+    e2e = r["e2e_default_enrich"]
+    return (
+        f"netflow: {e2e['flows_per_s']:,} flows/s decoded and stored with the default "
+        f"enrichers, {r['e2e_no_enrich']['flows_per_s']:,} without (target >= 100,000); "
+        f"decoder alone {r['decoder_flows_per_s']:,} flows/s"
+    )
+
+
+def _pcap_line(r: dict) -> str:
+    return (
+        f"pcap dns: {r['lightsoc_packets_per_s']:,} packets/s decoded and stored "
+        f"(target >= 200,000); tshark {r.get('tshark_packets_per_s', 0):,} packets/s; "
+        f"ratio {r.get('speedup_vs_tshark', 0)}x"
+    )
+
+
+NETWORK_SUMMARY = {"syslog": _syslog_line, "netflow": _netflow_line, "pcap_dns": _pcap_line}
+CASES = ("ingest", "top10", "syslog", "netflow", "pcap_dns")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--lines", type=int, default=1_000_000)
+    p.add_argument("--agg-events", type=int, default=10_000_000)
+    p.add_argument("--out", type=Path, default=HERE / "out")
+    p.add_argument("--only", nargs="+", choices=CASES, default=list(CASES))
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+    results: dict = {}
+    if "ingest" in args.only:
+        results.update(bench_file_ingest(args.lines, args.out))
+    if "top10" in args.only:
+        results["top10"] = top = bench_top10(args.agg_events, args.out)
+        print(
+            f"top-10 source.ip over {top['events']:,} events: median "
+            f"{top['top10_seconds_median']} s, min {top['top10_seconds_min']} s "
+            f"(target <= 1 s; fill took {top['fill_seconds']} s)",
+            flush=True,
+        )
+    for case in ("syslog", "netflow", "pcap_dns"):
+        if case in args.only:
+            results[case] = _load(case).run(args.out / case)
+            print(NETWORK_SUMMARY[case](results[case]), flush=True)
     results["load_average_after"] = os.getloadavg()[0]
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -192,7 +192,15 @@ def run(workdir: Path) -> dict:
         tcp = bench_tcp(server)
     finally:
         server.stop()
-    return {"udp": udp, "tcp": tcp}
+    return {"udp": udp, "tcp": tcp, "rmem_max": _rmem_max()}
+
+
+def _rmem_max() -> int | None:
+    """The kernel's cap on UDP receive buffers, which decides the loss-free rate."""
+    try:
+        return int(Path("/proc/sys/net/core/rmem_max").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from lightsoc.pipeline import Pipeline, SourceSpec
 from lightsoc.sources.base import Publish, Source
 from lightsoc.store.base import Checkpoint
 from lightsoc.store.events_duckdb import DuckDBEventStore
+from tests.stores import BrokenStore
 
 SYSLOG = "Oct 11 22:14:15 host sshd[123]: Accepted password for bob from 10.0.0.1 port 22 ssh2"
 
@@ -217,10 +218,6 @@ def test_decoded_batches_skip_parsing_and_report_commit(store, enrichers):
 
 
 def test_a_batch_that_cannot_be_stored_is_reported_not_committed(tmp_path, enrichers):
-    class BrokenStore(DuckDBEventStore):
-        def append(self, *a, **kw):
-            raise OSError("disk full")
-
     store = BrokenStore(tmp_path / "events.duckdb")
     committed: list[bool] = []
     batch = raw_batch("a", [SYSLOG], 0)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from lightsoc import __version__
+from lightsoc import __version__, commands
 from lightsoc.client import ReaderError, ReaderRequestError, open_reader, read_server_file
 from lightsoc.config import Config, ConfigError, load_config
 from lightsoc.store.base import StoreLockedError
@@ -114,7 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--scope", choices=["admin", "read", "ingest"], default="read")
     tok.add_argument("--name", default="cli")
     common(tok)
+
+    for mod in commands.load():
+        mod.add_arguments(sub.add_parser(mod.NAME, help=mod.HELP), common)
     return p
+
+
+def _module_command(name: str) -> Any:  # noqa: ANN401 - a module's `run`
+    return next(mod.run for mod in commands.load() if mod.NAME == name)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -127,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handler = COMMANDS[args.command]
+    handler = COMMANDS.get(args.command) or _module_command(args.command)
     try:
         return handler(args) or 0
     except (ConfigError, UsageError, QueryError, ReaderRequestError) as exc:

@@ -115,6 +115,17 @@ FIELDS: list[Field] = [
     Field("log.syslog.procid", STR),
     Field("log.syslog.msgid", STR),
     Field("log.syslog.structured_data", STR, "RFC 5424 structured data as JSON"),
+    # detection: what flagged the event in the stream (rules, intel, models)
+    Field("rule.name", STR_LIST, "names of the stream rules / intel / models that flagged it"),
+    Field("rule.id", STR_LIST, "their ids, in the same order"),
+    Field("event.risk_score", F64, "0-100: the highest score of what flagged it"),
+    Field("threat.indicator.type", STR, "ipv4-addr, domain-name, url, file ..."),
+    Field("threat.indicator.name", STR, "the indicator that matched (IP, CIDR, domain, URL)"),
+    Field("threat.indicator.provider", STR, "the intel source (list) it came from"),
+    Field("threat.indicator.confidence", STR, "Low, Medium, High (ECS)"),
+    Field("threat.feed.name", STR),
+    Field("threat.enrichments.matched.field", STR, "the event field that matched"),
+    Field("threat.enrichments.matched.atomic", STR, "the event value that matched"),
 ]
 
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}

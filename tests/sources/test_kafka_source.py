@@ -12,7 +12,6 @@ import itertools
 import json
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from lightsoc.pipeline import Pipeline, SourceSpec
 from lightsoc.sources.kafka import KafkaSource
 from lightsoc.store.events_duckdb import DuckDBEventStore
 from tests.helpers import LightsocServer, cli_json, free_port, wait_until, write_config
+from tests.stores import BrokenStore, GatedStore
 
 TIMEOUT = 30.0
 PARTITIONS = 4  # what the mock cluster gives an auto-created topic
@@ -97,23 +97,6 @@ class Cluster:
             f"commits {ends} (have {self.committed(topic, group)})",
             interval=0.2,
         )
-
-
-class GatedStore(DuckDBEventStore):
-    """A DuckDB store whose writes wait for `gate`."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.gate = threading.Event()
-
-    def append(self, *a: Any, **kw: Any) -> None:
-        self.gate.wait(TIMEOUT)
-        super().append(*a, **kw)
-
-
-class BrokenStore(DuckDBEventStore):
-    def append(self, *a: Any, **kw: Any) -> None:
-        raise OSError("disk full")
 
 
 class Run:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ from lightsoc.pipeline import Pipeline, SourceSpec
 from lightsoc.sources.redis_stream import RedisStreamSource
 from lightsoc.store.events_duckdb import DuckDBEventStore
 from tests.helpers import LightsocServer, cli_json, free_port, write_config
-from tests.sources.tailing import TIMEOUT, wait_until
+from tests.sources.tailing import wait_until
+from tests.stores import BrokenStore, GatedStore
 
 STREAM = "logs"
 GROUP = "lightsoc"
@@ -80,23 +80,6 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
-class GatedStore(DuckDBEventStore):
-    """A DuckDB store whose writes wait for `gate` (to look at Redis before storage)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.gate = threading.Event()
-
-    def append(self, *a: Any, **kw: Any) -> None:
-        self.gate.wait(TIMEOUT)
-        super().append(*a, **kw)
-
-
-class BrokenStore(DuckDBEventStore):
-    def append(self, *a: Any, **kw: Any) -> None:
-        raise OSError("disk full")
 
 
 class Run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from lightsoc.store import state as state_mod
@@ -45,3 +46,19 @@ def test_tokens_hashed_verified_and_revoked(tmp_path):
     assert s.revoke_tokens("admin") == 1
     assert s.verify_token(token) is None
     s.close()
+
+
+def test_named_feature_migrations_run_once_in_name_order(tmp_path):
+    state = state_mod
+    calls: list[str] = []
+    for name in ("zz_test_2", "zz_test_1"):
+        state.migration(name)(lambda conn, n=name: calls.append(n))
+    try:
+        StateStore.for_data_dir(tmp_path).close()
+        StateStore.for_data_dir(tmp_path).close()  # reopened: nothing again
+        assert calls == ["zz_test_1", "zz_test_2"]
+        with pytest.raises(ValueError, match="registered twice"):
+            state.migration("zz_test_1")(lambda conn: None)
+    finally:
+        for name in ("zz_test_1", "zz_test_2"):
+            state.NAMED_MIGRATIONS.pop(name)

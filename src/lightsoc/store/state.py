@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
+import pkgutil
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +60,38 @@ def _m1(conn: Connection) -> None:
 # Append-only: never edit a released migration, add the next one.
 MIGRATIONS: list[Callable[[Connection], None]] = [_m1]
 
+applied_migrations = sa.Table(
+    "applied_migrations",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("applied", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Migrations of the feature modules `lightsoc.store.state_*` (rules, intel,
+#: alerts, ...), by name: each feature owns its tables and their history, and
+#: two features never fight over the next number. Applied in name order.
+NAMED_MIGRATIONS: dict[str, Callable[[Connection], None]] = {}
+
+
+def migration(name: str) -> Callable[[Callable[[Connection], None]], Callable[[Connection], None]]:
+    """Register a named migration (`"<feature>_<n>"`); never edit one once released."""
+
+    def deco(fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
+        if NAMED_MIGRATIONS.get(name, fn) is not fn:
+            raise ValueError(f"migration {name!r} registered twice")
+        NAMED_MIGRATIONS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_feature_tables() -> None:
+    import lightsoc.store as store_pkg
+
+    for mod in pkgutil.iter_modules(store_pkg.__path__):
+        if mod.name.startswith("state_"):
+            importlib.import_module(f"lightsoc.store.{mod.name}")
+
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -95,6 +129,14 @@ class StateStore:
                     conn.execute(
                         schema_version.insert().values(version=version, applied=datetime.now(UTC))
                     )
+            _load_feature_tables()
+            applied_migrations.create(conn, checkfirst=True)
+            done = set(conn.execute(sa.select(applied_migrations.c.name)).scalars())
+            for name in sorted(NAMED_MIGRATIONS.keys() - done):
+                NAMED_MIGRATIONS[name](conn)
+                conn.execute(
+                    applied_migrations.insert().values(name=name, applied=datetime.now(UTC))
+                )
             return len(MIGRATIONS)
 
     def version(self) -> int:

@@ -92,7 +92,7 @@ def test_conn_tsv_real_file() -> None:
     counts = dict(out.group_by("event.dataset").len().rows())
     assert counts == {"zeek.header": 8, "zeek.conn": 992}
     head = out.row(6, named=True)
-    assert head["event.kind"] == "metadata" and head["message"] == lines[6]
+    assert head["event.kind"] == "event" and head["message"] == lines[6]
     assert head["message"].startswith("#fields\tts\tuid")
     row = out.row(11, named=True)  # 32.990991 CdxDgd3Eys2BUDQyC5 192.168.1.114 ...
     assert {k: v for k, v in row.items() if v is not None} == {

@@ -15,7 +15,7 @@ TCP flags (`flg`), input/output interfaces and the exporter (`ra`) go to
 Non-flow lines nfdump prints are not parse failures: the column header
 (`ts,te,td,sa,...`) and the trailing summary (`Summary`,
 `flows,bytes,packets,avg_bps,avg_pps,avg_bpp` and its value line) are `_ok`
-events with `event.kind` "metadata", `event.dataset` "nfdump.header" or
+events (`event.kind` "event") with `event.dataset` "nfdump.header" or
 "nfdump.summary" and the line as `message`. The bare `Summary` and value
 lines are only recognised next to the summary header in the same batch, so
 that a lone number list elsewhere is not swallowed by `format: auto`.
@@ -136,11 +136,8 @@ class NfdumpCsvParser(Parser):
         )
         meta = (header | summary) & ~ok
         return out.with_columns(
-            pl.when(ok)
-            .then(pl.lit("event"))
-            .when(meta)
-            .then(pl.lit("metadata"))
-            .alias("event.kind"),
+            # ECS has no "metadata" kind: the dataset says it is a header line
+            pl.when(ok | meta).then(pl.lit("event")).alias("event.kind"),
             pl.when(meta).then(text).alias("message"),
             pl.when(header & ~ok)
             .then(pl.lit("nfdump.header"))

@@ -35,7 +35,7 @@ type comes from `_path` when present, else from the key set (`conn_state`;
 
 Header lines (`#separator`, `#set_separator`, `#empty_field`,
 `#unset_field`, `#path`, `#open`, `#close`, `#fields`, `#types`) are not
-parse failures: they are `_ok` events with `event.kind` "metadata",
+parse failures: they are `_ok` events (`event.kind` "event") with
 `event.dataset` "zeek.header" and the line as `message`.
 
 `uid` goes to `labels` as `zeek.uid` (`event.id` is the pipeline's); conn
@@ -260,11 +260,8 @@ class _ZeekParser(Parser):
         )
         is_hdr = header & ~ok
         return out.with_columns(
-            pl.when(ok)
-            .then(pl.lit("event"))
-            .when(is_hdr)
-            .then(pl.lit("metadata"))
-            .alias("event.kind"),
+            # ECS has no "metadata" kind: the dataset says it is a header line
+            pl.when(ok | is_hdr).then(pl.lit("event")).alias("event.kind"),
             pl.when(is_hdr).then(text).alias("message"),
             pl.when(is_hdr)
             .then(pl.lit("zeek.header"))

@@ -137,7 +137,11 @@ def test_the_valid_token_opens_every_endpoint(api: Api) -> None:
             params=params,
             headers={"Authorization": f"Bearer {api.token}"},
         )
-        assert resp.status_code == 200, (method, path, resp.text)
+        # past authentication: an id that does not exist (alert 10.0.0.1) or a
+        # missing body is the endpoint's own answer, not a refusal
+        by_id = "/alerts/" in path or method == "POST"
+        allowed = {200, 404, 422} if by_id else {200}
+        assert resp.status_code in allowed, (method, path, resp.text)
 
 
 def test_cli_read_token_reads_and_ingest_token_cannot(api: Api) -> None:

@@ -20,6 +20,7 @@ from lightsoc.store.base import EventStore, TimeRange
 from lightsoc.store.query import QueryError
 from lightsoc.store.state import StateStore, TokenInfo
 from lightsoc.timeutil import since_range
+from lightsoc.web.alerts import create_alerts_router
 
 if TYPE_CHECKING:
     from lightsoc.sources.http import HttpSource
@@ -144,6 +145,8 @@ def create_app(
     @app.get("/api/v1/stats")
     def stats(_auth: Auth) -> dict[str, Any]:
         return merged_stats(events, live_metrics() if live_metrics else None)
+
+    app.include_router(create_alerts_router(state))
 
     if ingest is not None:
         from lightsoc.web.es_compat import install_es_compat

@@ -1,0 +1,490 @@
+"""Alerts in the state store: deduplication, suppression, triage and history.
+
+Deduplication is by (rule, entity). An alert's suppression window starts at
+its first hit and lasts the rule's suppression (default 1 h; fixed when the
+alert opens): hits inside it update the alert (count, last seen, event id
+sample, severity escalation) instead of opening another; the first hit after
+it opens a new alert, so a persistent attacker is re-announced once per
+window. An alert an analyst closed or marked false positive absorbs hits in
+its window silently: it is never reopened by them.
+
+All times are event times (what the detector saw), never the wall clock, so
+re-detection over historical data (`lightsoc detect --since`) gives the same
+alerts as the live stream. Every query is SQLAlchemy Core with bound
+parameters: entity values are attacker-controlled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from lightsoc.alerts.model import (
+    ACTIVE_STATUSES,
+    DEFAULT_SUPPRESSION,
+    SEVERITIES,
+    STATUSES,
+    TRANSITIONS,
+    Alert,
+    AlertCandidate,
+    ChangedAlert,
+    EntityScore,
+    HistoryEntry,
+    dedup_key,
+    merge_sample,
+    severity_rank,
+    utc,
+    window_key,
+)
+from lightsoc.alerts.scoring import DEFAULT_HALF_LIFE, LOOKBACK_HALF_LIVES, entity_score
+from lightsoc.store.state import StateStore
+from lightsoc.store.state_alerts import alert_history, alert_lock, alert_windows, alerts
+
+MAX_LIST = 10_000
+# `raise_alerts` reports each alert once; a stronger change wins when one batch
+# touches an alert several times.
+_CHANGE_ORDER = {"suppressed": 0, "updated": 1, "new": 2}
+
+
+class AlertNotFoundError(LookupError):
+    """No alert with that id."""
+
+
+class TransitionError(ValueError):
+    """A status change the alert's current status does not allow."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlertStore:
+    """Alerts of one state store (SQLite or PostgreSQL)."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        *,
+        suppression: timedelta = DEFAULT_SUPPRESSION,
+        rule_suppression: Mapping[str, timedelta] | None = None,
+        half_life: timedelta = DEFAULT_HALF_LIFE,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        if suppression <= timedelta(0) or half_life <= timedelta(0):
+            raise ValueError("suppression and half-life must be positive")
+        self.engine = state.engine
+        self.suppression = suppression
+        self.rule_suppression = dict(rule_suppression or {})
+        self.half_life = half_life
+        self.clock = clock
+
+    # -- raising ---------------------------------------------------------
+    def raise_alerts(self, candidates: Sequence[AlertCandidate]) -> list[ChangedAlert]:
+        """Store candidates (dedup, suppression, idempotent windows) in one transaction.
+
+        Returns each alert that changed once, in first-touched order; candidates
+        that changed nothing (a window raised before with no new events) are
+        not in it. Invalid candidates raise ValueError before anything is written.
+        """
+        checked = [c.normalised() for c in candidates]
+        if not checked:
+            return []
+        changed: dict[int, ChangedAlert] = {}
+        now = utc(self.clock())
+        with self.engine.begin() as conn:
+            _lock(conn)
+            for cand in checked:
+                result = self._raise_one(conn, cand, now)
+                if result is None:
+                    continue
+                prev = changed.get(result.alert.id)
+                if prev is None:
+                    changed[result.alert.id] = result
+                    continue
+                stronger = max(prev.change, result.change, key=_CHANGE_ORDER.__getitem__)
+                changed[result.alert.id] = ChangedAlert(
+                    result.alert,
+                    stronger,
+                    escalated=(prev.escalated or result.escalated) and stronger != "new",
+                    previous_severity=prev.previous_severity,
+                )
+        return list(changed.values())
+
+    def suppression_for(self, cand: AlertCandidate) -> timedelta:
+        return cand.suppression or self.rule_suppression.get(cand.rule_id) or self.suppression
+
+    def _raise_one(self, conn: Connection, c: AlertCandidate, now: datetime) -> ChangedAlert | None:
+        assert c.last_seen is not None  # normalised
+        wkey = window_key(c.rule_id, c.window) if c.window is not None else None
+        if wkey is not None:
+            seen = conn.execute(
+                sa.select(alert_windows.c.alert_id, alert_windows.c.count).where(
+                    alert_windows.c.key == wkey
+                )
+            ).first()
+            if seen is not None:
+                # The same window again: only events it did not count before are new.
+                extra = c.count - int(seen.count)
+                if extra <= 0:
+                    return None
+                conn.execute(
+                    alert_windows.update()
+                    .where(alert_windows.c.key == wkey)
+                    .values(count=c.count, raised=now)
+                )
+                row = _select_one(conn, alerts.c.id == seen.alert_id)
+                return self._absorb(conn, row, c, extra, now)
+        key = dedup_key(c.rule_id, c.entity_type, c.entity_value)
+        row = conn.execute(
+            sa.select(alerts)
+            .where(
+                alerts.c.dedup_key == key,
+                alerts.c.first_seen <= c.last_seen,
+                alerts.c.suppress_until > c.first_seen,
+            )
+            .order_by(alerts.c.first_seen.desc(), alerts.c.id.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            result = self._absorb(conn, row, c, c.count, now)
+        else:
+            result = ChangedAlert(self._insert(conn, c, key, now), "new")
+        if wkey is not None:
+            conn.execute(
+                alert_windows.insert().values(
+                    key=wkey, alert_id=result.alert.id, count=c.count, raised=now
+                )
+            )
+        return result
+
+    def _insert(self, conn: Connection, c: AlertCandidate, key: str, now: datetime) -> Alert:
+        assert c.last_seen is not None and c.score is not None
+        values: dict[str, Any] = {
+            "dedup_key": key,
+            "rule_id": c.rule_id,
+            "rule_name": c.rule_name,
+            "severity": c.severity,
+            "severity_rank": severity_rank(c.severity),
+            "score": c.score,
+            "entity_type": c.entity_type,
+            "entity_value": c.entity_value,
+            "first_seen": c.first_seen,
+            "last_seen": c.last_seen,
+            "suppress_until": c.first_seen + self.suppression_for(c),
+            "count": c.count,
+            "status": "open",
+            "event_ids": merge_sample([], list(c.event_ids)),
+            "description": c.description,
+            "tags": sorted(set(c.tags)),
+            "created": now,
+            "updated": now,
+        }
+        new_id = conn.execute(alerts.insert().values(**values)).inserted_primary_key[0]
+        return _alert(_select_one(conn, alerts.c.id == new_id))
+
+    def _absorb(
+        self, conn: Connection, row: Row[Any], c: AlertCandidate, add: int, now: datetime
+    ) -> ChangedAlert:
+        """Fold a candidate's hits into an existing alert (its status is left alone)."""
+        assert c.last_seen is not None and c.score is not None
+        old = _alert(row)
+        escalated = severity_rank(c.severity) > severity_rank(old.severity)
+        values: dict[str, Any] = {
+            # an expression, not a Python sum: no update is lost whoever else writes
+            "count": alerts.c.count + add,
+            "first_seen": min(old.first_seen, c.first_seen),
+            "last_seen": max(old.last_seen, c.last_seen),
+            "score": max(old.score, c.score),
+            "event_ids": merge_sample(old.event_ids, list(c.event_ids)),
+            "tags": sorted(set(old.tags) | set(c.tags)),
+            "updated": now,
+        }
+        if escalated:
+            values.update(severity=c.severity, severity_rank=severity_rank(c.severity))
+        if not old.description and c.description:
+            values["description"] = c.description
+        conn.execute(alerts.update().where(alerts.c.id == old.id).values(**values))
+        new = _alert(_select_one(conn, alerts.c.id == old.id))
+        active = old.status in ACTIVE_STATUSES
+        return ChangedAlert(
+            new,
+            "updated" if active else "suppressed",
+            escalated=escalated and active,
+            previous_severity=old.severity if escalated else None,
+        )
+
+    # -- reading ---------------------------------------------------------
+    def get(self, alert_id: int) -> Alert:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+        if row is None:
+            raise AlertNotFoundError(f"no alert {alert_id}")
+        return _alert(row)
+
+    def find(
+        self,
+        *,
+        since: datetime | None = None,
+        statuses: Sequence[str] | None = None,
+        min_severity: str | None = None,
+        entity: str | None = None,
+        rule_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Alert]:
+        """Alerts seen since `since` (by last hit), most recent first."""
+        where = _filters(since, statuses, min_severity, entity, rule_id)
+        q = (
+            sa.select(alerts)
+            .where(*where)
+            .order_by(alerts.c.last_seen.desc(), alerts.c.id.desc())
+            .limit(max(1, min(limit, MAX_LIST)))
+            .offset(max(0, offset))
+        )
+        with self.engine.connect() as conn:
+            return [_alert(r) for r in conn.execute(q)]
+
+    def count(
+        self,
+        *,
+        since: datetime | None = None,
+        statuses: Sequence[str] | None = None,
+        min_severity: str | None = None,
+        entity: str | None = None,
+        rule_id: str | None = None,
+    ) -> int:
+        where = _filters(since, statuses, min_severity, entity, rule_id)
+        q = sa.select(sa.func.count()).select_from(alerts).where(*where)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def history(self, alert_id: int) -> list[HistoryEntry]:
+        q = (
+            sa.select(alert_history)
+            .where(alert_history.c.alert_id == alert_id)
+            .order_by(alert_history.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                HistoryEntry(
+                    alert_id=r.alert_id,
+                    at=utc(r.at),
+                    who=r.who,
+                    action=r.action,
+                    from_status=r.from_status,
+                    to_status=r.to_status,
+                    assignee=r.assignee,
+                    note=r.note,
+                )
+                for r in conn.execute(q)
+            ]
+
+    # -- triage ------------------------------------------------------------
+    def set_status(self, alert_id: int, status: str, who: str, note: str | None = None) -> Alert:
+        """Acknowledge, close, mark false positive or reopen; recorded in the history.
+
+        Setting the status an alert already has changes and records nothing.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+        with self.engine.begin() as conn:
+            _lock(conn)
+            old = _alert(_select_one(conn, alerts.c.id == alert_id, alert_id))
+            if old.status == status:
+                return old
+            if status not in TRANSITIONS[old.status]:
+                raise TransitionError(
+                    f"alert {alert_id} is {old.status}; it cannot become {status}"
+                )
+            now = utc(self.clock())
+            conn.execute(
+                alerts.update().where(alerts.c.id == alert_id).values(status=status, updated=now)
+            )
+            self._record(conn, alert_id, now, who, status, old.status, status, old.assignee, note)
+            return replace(old, status=status, updated=now)
+
+    def assign(
+        self, alert_id: int, assignee: str | None, who: str, note: str | None = None
+    ) -> Alert:
+        """Give the alert to `assignee` (None: unassign); recorded in the history."""
+        if assignee is not None:
+            assignee = assignee.strip() or None
+        with self.engine.begin() as conn:
+            _lock(conn)
+            old = _alert(_select_one(conn, alerts.c.id == alert_id, alert_id))
+            if old.assignee == assignee:
+                return old
+            now = utc(self.clock())
+            conn.execute(
+                alerts.update()
+                .where(alerts.c.id == alert_id)
+                .values(assignee=assignee, updated=now)
+            )
+            action = "assign" if assignee else "unassign"
+            self._record(conn, alert_id, now, who, action, old.status, old.status, assignee, note)
+            return replace(old, assignee=assignee, updated=now)
+
+    def set_case(self, alert_id: int, case_id: str | None, who: str) -> Alert:
+        """Attach the alert to a case (None: detach); recorded in the history."""
+        with self.engine.begin() as conn:
+            _lock(conn)
+            old = _alert(_select_one(conn, alerts.c.id == alert_id, alert_id))
+            if old.case_id == case_id:
+                return old
+            now = utc(self.clock())
+            conn.execute(
+                alerts.update().where(alerts.c.id == alert_id).values(case_id=case_id, updated=now)
+            )
+            self._record(
+                conn, alert_id, now, who, "case", old.status, old.status, old.assignee, case_id
+            )
+            return replace(old, case_id=case_id, updated=now)
+
+    @staticmethod
+    def _record(
+        conn: Connection,
+        alert_id: int,
+        at: datetime,
+        who: str,
+        action: str,
+        from_status: str | None,
+        to_status: str | None,
+        assignee: str | None,
+        note: str | None,
+    ) -> None:
+        conn.execute(
+            alert_history.insert().values(
+                alert_id=alert_id,
+                at=at,
+                who=who or "unknown",
+                action=action if action not in STATUSES else _ACTION[action],
+                from_status=from_status,
+                to_status=to_status,
+                assignee=assignee,
+                note=note,
+            )
+        )
+
+    # -- entity triage score ---------------------------------------------
+    def entity_scores(
+        self,
+        top: int = 10,
+        *,
+        now: datetime | None = None,
+        half_life: timedelta | None = None,
+        entity_type: str | None = None,
+    ) -> list[EntityScore]:
+        """The `top` entities by decayed combined score of their alerts.
+
+        False positives do not count; closed alerts do (a handled attacker is
+        still the attacker), until their weight has decayed away.
+        """
+        half_life = half_life or self.half_life
+        now = utc(now or self.clock())
+        q = sa.select(
+            alerts.c.entity_type,
+            alerts.c.entity_value,
+            alerts.c.score,
+            alerts.c.severity_rank,
+            alerts.c.last_seen,
+        ).where(
+            alerts.c.status != "false_positive",
+            alerts.c.last_seen >= now - half_life * LOOKBACK_HALF_LIVES,
+        )
+        if entity_type is not None:
+            q = q.where(alerts.c.entity_type == entity_type)
+        groups: dict[tuple[str, str], list[tuple[float, datetime, int]]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                groups.setdefault((r.entity_type, r.entity_value), []).append(
+                    (float(r.score), utc(r.last_seen), int(r.severity_rank))
+                )
+        scores = [
+            EntityScore(
+                entity_type=etype,
+                entity_value=value,
+                score=entity_score(((s, t) for s, t, _ in items), now, half_life),
+                alerts=len(items),
+                max_severity=SEVERITIES[max(rank for _, _, rank in items)],
+                last_seen=max(t for _, t, _ in items),
+            )
+            for (etype, value), items in groups.items()
+        ]
+        scores.sort(key=lambda e: (-e.score, -e.last_seen.timestamp(), e.entity_value))
+        return scores[: max(0, top)]
+
+
+_ACTION = {
+    "open": "reopen",
+    "acknowledged": "acknowledge",
+    "closed": "close",
+    "false_positive": "false_positive",
+}
+
+
+def _lock(conn: Connection) -> None:
+    """Take the alert write lock first (see `state_alerts.alert_lock`)."""
+    conn.execute(
+        alert_lock.update()
+        .where(alert_lock.c.id == 1)
+        .values(generation=alert_lock.c.generation + 1)
+    )
+
+
+def _select_one(conn: Connection, cond: Any, alert_id: int | None = None) -> Row[Any]:
+    row = conn.execute(sa.select(alerts).where(cond)).first()
+    if row is None:
+        raise AlertNotFoundError(f"no alert {alert_id}")
+    return row
+
+
+def _filters(
+    since: datetime | None,
+    statuses: Sequence[str] | None,
+    min_severity: str | None,
+    entity: str | None,
+    rule_id: str | None,
+) -> list[Any]:
+    where: list[Any] = []
+    if since is not None:
+        where.append(alerts.c.last_seen >= utc(since))
+    if statuses:
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            raise ValueError(f"unknown status {unknown[0]!r}: use one of {', '.join(STATUSES)}")
+        where.append(alerts.c.status.in_(list(statuses)))
+    if min_severity:
+        where.append(alerts.c.severity_rank >= severity_rank(min_severity))
+    if entity is not None:
+        where.append(alerts.c.entity_value == entity)
+    if rule_id is not None:
+        where.append(alerts.c.rule_id == rule_id)
+    return where
+
+
+def _alert(row: Row[Any]) -> Alert:
+    return Alert(
+        id=int(row.id),
+        rule_id=row.rule_id,
+        rule_name=row.rule_name,
+        severity=row.severity,
+        score=float(row.score),
+        entity_type=row.entity_type,
+        entity_value=row.entity_value,
+        first_seen=utc(row.first_seen),
+        last_seen=utc(row.last_seen),
+        count=int(row.count),
+        status=row.status,
+        assignee=row.assignee,
+        case_id=row.case_id,
+        event_ids=list(row.event_ids or []),
+        description=row.description or "",
+        tags=list(row.tags or []),
+        suppress_until=utc(row.suppress_until),
+        updated=utc(row.updated),
+    )

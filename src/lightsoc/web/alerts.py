@@ -1,0 +1,155 @@
+"""Alerts API: list, read and triage alerts; per-entity triage scores.
+
+Token scopes as in the rest of the API: `read` and `admin` tokens read,
+only `admin` tokens change an alert (status, assignee), and the token's name
+is recorded as who did it. Alert fields (entity values, rule names) are
+attacker-influenced: they are returned as JSON data only, never as HTML.
+"""
+
+# No `from __future__ import annotations`: FastAPI must resolve the local
+# `Reader`/`Writer` dependency aliases in the route signatures.
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from lightsoc.alerts.model import SEVERITIES, STATUSES
+from lightsoc.alerts.store import MAX_LIST, AlertNotFoundError, AlertStore, TransitionError
+from lightsoc.store.state import StateStore, TokenInfo
+from lightsoc.timeutil import parse_duration, since_range
+
+_bearer = HTTPBearer(auto_error=False)
+READ_SCOPES = ("admin", "read")
+WRITE_SCOPES = ("admin",)
+
+Status = Literal["open", "acknowledged", "closed", "false_positive"]
+
+
+class StatusChange(BaseModel):
+    """Body of POST /alerts/{id}/status: a new status and/or an assignee."""
+
+    status: Status | None = None
+    assignee: str | None = Field(default=None, max_length=200)
+    #: set with `assignee: null` to take the alert away from whoever has it
+    unassign: bool = False
+    note: str | None = Field(default=None, max_length=10_000)
+
+
+def _token_dependency(state: StateStore, scopes: tuple[str, ...], verb: str) -> Callable:
+    def check(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> TokenInfo:
+        info = state.verify_token(creds.credentials) if creds else None
+        if info is None:
+            raise HTTPException(
+                401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if info.scope not in scopes:
+            raise HTTPException(403, f"token scope {info.scope!r} cannot {verb}")
+        return info
+
+    return check
+
+
+def _statuses(status: str | None) -> list[str] | None:
+    if not status:
+        return None
+    names = [s.strip() for s in status.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STATUSES]
+    if unknown:
+        raise HTTPException(400, f"unknown status {unknown[0]!r}: use one of {', '.join(STATUSES)}")
+    return names
+
+
+def _duration(text: str, name: str) -> timedelta | None:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise HTTPException(400, f"{name}: {exc}") from None
+
+
+def create_alerts_router(state: StateStore) -> APIRouter:
+    """The /api/v1/alerts and /api/v1/entities routes over `state`'s alerts."""
+    store = AlertStore(state)
+    Reader = Annotated[TokenInfo, Depends(_token_dependency(state, READ_SCOPES, "read"))]
+    Writer = Annotated[TokenInfo, Depends(_token_dependency(state, WRITE_SCOPES, "change alerts"))]
+    router = APIRouter(prefix="/api/v1")
+
+    @router.get("/alerts")
+    def list_alerts(
+        _auth: Reader,
+        since: str = "24h",
+        status: str | None = None,
+        severity: Annotated[str | None, Query(description="minimum severity")] = None,
+        entity: str | None = None,
+        rule: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Alerts whose last hit is within `since`, most recent first.
+
+        `status` takes one status or a comma-separated list; `severity` is a
+        minimum (`high` lists high and critical).
+        """
+        _duration(since, "since")
+        if severity is not None and severity not in SEVERITIES:
+            raise HTTPException(
+                400, f"unknown severity {severity!r}: use one of {', '.join(SEVERITIES)}"
+            )
+        filters: dict[str, Any] = {
+            "since": since_range(since).start,
+            "statuses": _statuses(status),
+            "min_severity": severity,
+            "entity": entity,
+            "rule_id": rule,
+        }
+        alerts = store.find(**filters, limit=limit, offset=offset)
+        return {"total": store.count(**filters), "alerts": [a.as_dict() for a in alerts]}
+
+    @router.get("/alerts/{alert_id}")
+    def get_alert(alert_id: int, _auth: Reader) -> dict[str, Any]:
+        """One alert with its triage history."""
+        try:
+            alert = store.get(alert_id)
+        except AlertNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return {**alert.as_dict(), "history": [h.as_dict() for h in store.history(alert_id)]}
+
+    @router.post("/alerts/{alert_id}/status")
+    def change_alert(alert_id: int, change: StatusChange, auth: Writer) -> dict[str, Any]:
+        """Acknowledge, close, mark false positive, reopen and/or (un)assign."""
+        if change.status is None and change.assignee is None and not change.unassign:
+            raise HTTPException(400, "nothing to change: give a status, an assignee or unassign")
+        who = f"token:{auth.name}"
+        try:
+            if change.status is not None:
+                store.set_status(alert_id, change.status, who, change.note)
+            if change.assignee is not None or change.unassign:
+                store.assign(alert_id, change.assignee, who, change.note)
+            alert = store.get(alert_id)
+        except AlertNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except TransitionError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {**alert.as_dict(), "history": [h.as_dict() for h in store.history(alert_id)]}
+
+    @router.get("/entities/scores")
+    def entity_scores(
+        _auth: Reader,
+        top: Annotated[int, Query(ge=1, le=MAX_LIST)] = 10,
+        half_life: str = "24h",
+        entity_type: Annotated[
+            str | None, Query(alias="type", pattern="^(ip|user|host|domain)$")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Entities ranked by the decayed combination of their alerts' scores."""
+        hl = _duration(half_life, "half_life")
+        if hl is None or hl <= timedelta(0):
+            raise HTTPException(400, "half_life: must be a positive duration")
+        scores = store.entity_scores(top, half_life=hl, entity_type=entity_type)
+        return {"half_life": half_life, "entities": [e.as_dict() for e in scores]}
+
+    return router

@@ -10,7 +10,7 @@ from lightsoc import registry
 from lightsoc.parsers.base import Parser
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_DIRS = {"parsers": "parsers", "enrichers": "enrich", "sources": "sources"}
+TEST_DIRS = {"parsers": "parsers", "enrichers": "enrich", "sources": "sources", "outputs": "alerts"}
 
 
 def _tests_text(kind: str) -> str:

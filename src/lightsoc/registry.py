@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 KINDS = ("sources", "parsers", "enrichers", "outputs")
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
-_loaded = False
+_loaded: set[str] = set()
 
 T = TypeVar("T")
 
@@ -23,6 +23,7 @@ _BUILTIN_PACKAGES = {
     "sources": "lightsoc.sources",
     "parsers": "lightsoc.parsers",
     "enrichers": "lightsoc.enrich",
+    "outputs": "lightsoc.alerts.outputs",
 }
 
 
@@ -42,24 +43,27 @@ def register(kind: str, name: str) -> Callable[[T], T]:
     return deco
 
 
-def load_all() -> None:
-    """Import built-in component modules and entry-point plugins once."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for pkg_name in _BUILTIN_PACKAGES.values():
+def load_all(kind: str | None = None) -> None:
+    """Import the built-in modules and entry-point plugins of `kind` (all kinds: None), once.
+
+    Per kind, because a CLI command that needs parsers should not pay for
+    importing every alert output's HTTP and SMTP clients.
+    """
+    for k in KINDS if kind is None else (kind,):
+        if k in _loaded:
+            continue
+        _loaded.add(k)
+        pkg_name = _BUILTIN_PACKAGES[k]
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{mod.name}")
-    for kind in KINDS:
-        for ep in entry_points(group=f"lightsoc.{kind}"):
-            register(kind, ep.name)(ep.load())
+        for ep in entry_points(group=f"lightsoc.{k}"):
+            register(k, ep.name)(ep.load())
 
 
 def get(kind: str, name: str) -> Any:
-    load_all()
+    load_all(kind)
     try:
         return _REGISTRY[kind][name]
     except KeyError:
@@ -68,10 +72,10 @@ def get(kind: str, name: str) -> Any:
 
 
 def names(kind: str) -> list[str]:
-    load_all()
+    load_all(kind)
     return sorted(_REGISTRY[kind])
 
 
 def all_of(kind: str) -> dict[str, Any]:
-    load_all()
+    load_all(kind)
     return dict(_REGISTRY[kind])

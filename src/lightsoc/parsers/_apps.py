@@ -53,7 +53,7 @@ def app_parsers() -> dict[str, AppFunc]:
     """All app parsers, after loading built-in parser modules and plugins."""
     from lightsoc import registry
 
-    registry.load_all()
+    registry.load_all("parsers")
     return dict(_APPS)
 
 

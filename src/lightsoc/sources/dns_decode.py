@@ -28,33 +28,41 @@ AAAA addresses of the answer section. A message that does not decode is a parse-
 event (`event.original` = base64 of the DNS message, reason in `labels`).
 Header flags and the opcode go to `labels` (`dns.op_code`,
 `dns.header_flags`), as Packetbeat names them.
+
+Speed: Ethernet batches go through `dns_fast` (headers of the whole batch
+with numpy, parsed messages cached), which hands every packet it does not
+take to the per-packet path here, in order: the events are the same.
 """
 
 from __future__ import annotations
 
 import base64
+import gc
 import socket
 import struct
 from collections import Counter
 
 import polars as pl
 
-from lightsoc.sources.dns_events import LABELS, MESSAGE_K, community_id, events_frame, header_labels
+from lightsoc.sources.dns_events import (  # noqa: F401 - community_id: re-exported
+    LABELS,
+    MESSAGE_K,
+    community_id,
+    events_frame,
+    header_labels,
+)
+from lightsoc.sources.dns_fast import _KEY4, FAST_MIN, cache_parsed, decode_fast, flow_key
 from lightsoc.sources.dns_wire import (
-    HEADER,
     Malformed,
     looks_like_dns,
+    parse_message,
     rcode_name,
-    read_answers,
-    read_name,
-    type_name,
 )
 
 DNS_PORTS = frozenset({53, 5353, 5355})
 MAX_PENDING = 200_000
 MAX_STREAMS = 1024
 MAX_LEARNED_PORTS = 64
-MAX_QNAMES = 100_000
 MAX_DURATION_US = 1 << 40  # ~12.7 days
 _IP4 = struct.Struct("!BxHxxHxB2x4s4s")
 _IP6 = struct.Struct("!4xHBx16s16s")
@@ -67,7 +75,6 @@ _SEQ = 0xFFFFFFFF
 ETHERNET, NULL, RAW, LOOP, SLL, SLL2 = 1, 0, 101, 108, 113, 276
 _RAW_TYPES = {RAW, 12, 14}
 
-_TYPE_NAMES = [type_name(i) for i in range(65536)]
 _RCODE_NAMES = [rcode_name(i) for i in range(16)]
 
 
@@ -86,8 +93,9 @@ class DnsDecoder:
         timeout: float = 10.0,
         id_prefix: str = "",
         ports: frozenset[int] = DNS_PORTS,
-        community_id: bool = True,
+        community_id: bool = True,  # noqa: F811 - the function is re-exported only
         max_pending: int = MAX_PENDING,
+        fast: bool = True,
     ) -> None:
         self.timeout_us = int(timeout * 1_000_000)
         self.id_prefix = id_prefix
@@ -95,14 +103,16 @@ class DnsDecoder:
         self.community_id = community_id
         self.max_pending = max_pending
         self.counters: Counter[str] = new_counters()
-        self._pending: dict[tuple, tuple] = {}
+        self._pending: dict[tuple | bytes, tuple] = {}  # `flow_key` -> the query
         self._streams: dict[tuple, list] = {}  # (src, sport, dst, dport) -> [next_seq, buffer]
         self._ipcache: dict[bytes, str] = {}
-        self._cid: dict[tuple, str] = {}
+        self._ip4: dict[int, str] = {}  # IPv4 as int -> text (dns_fast)
         self._rows: list[tuple] = []  # one tuple per event, in `_COLUMNS` order
         self._qnames: dict[bytes, tuple[str, str]] = {}  # question wire form -> (name, lower)
         self._fail: dict[str, list] = {k: [] for k in ("_ts", "_fid", "ip", "reason", "orig")}
         self._seq = 0  # position of packets given without positions (live capture)
+        self._mcache: dict[bytes, tuple] = {}  # message without its id -> parsed (dns_fast)
+        self.fast = fast  # False: every packet on the per-packet path (tests compare both)
         self.last_ts = 0
 
     # -- packets ---------------------------------------------------------------
@@ -113,11 +123,28 @@ class DnsDecoder:
         positions: list[int] | None = None,
     ) -> None:
         """Decode a batch of `(unix_µs, frame)`; `positions` are ids for events (default: a sequence)."""
-        c = self.counters
-        c["packets"] += len(packets)
+        self.counters["packets"] += len(packets)
         if positions is None:
             positions = range(self._seq, self._seq + len(packets))  # type: ignore[assignment]
             self._seq += len(packets)
+        gc_was = gc.isenabled()
+        gc.disable()  # many small tuples, no cycles: collections would only cost time
+        try:
+            if linktype == ETHERNET and len(packets) >= FAST_MIN and self.fast:
+                decode_fast(self, packets, positions)
+            else:
+                self._decode_slow(linktype, packets, positions)
+        finally:
+            if gc_was:
+                gc.enable()
+        if packets:
+            self.last_ts = max(self.last_ts, packets[-1][0])
+
+    def _decode_slow(
+        self, linktype: int, packets: list[tuple[int, bytes]], positions: list[int] | range
+    ) -> None:
+        """Every layer in Python, one packet after the other (see `dns_fast` for the common case)."""
+        c = self.counters
         ports = self.ports
         ip4, ip6, udp_ports, tcp_hdr = (
             _IP4.unpack_from,
@@ -222,8 +249,6 @@ class DnsDecoder:
         c["non_dns"] += non_dns
         c["fragments"] += fragments
         c["bad_packets"] += bad
-        if packets:
-            self.last_ts = max(self.last_ts, packets[-1][0])
 
     def _learn(self, msg: bytes, sport: int, dport: int) -> bool:
         """DNS on an unusual port? If so, remember the server's port (for TCP)."""
@@ -297,6 +322,10 @@ class DnsDecoder:
             self._fail_msg(bytes(st[1]), "tcp_incomplete", self.last_ts, f"f{st[2]}t", key[0])
 
     # -- messages ----------------------------------------------------------------
+    def _parse(self, msg: bytes) -> tuple:
+        """(id, flags, question name, question type, answers, addresses); raises `Malformed`."""
+        return parse_message(msg, self._qnames)
+
     def _message(
         self,
         msg: bytes,
@@ -311,38 +340,14 @@ class DnsDecoder:
     ) -> None:
         c = self.counters
         c["dns_messages"] += 1
-        n = len(msg)
         try:
-            if n < 12:
-                raise Malformed("truncated")
-            mid, flags, qd, an, _, _ = HEADER.unpack_from(msg)
-            names: dict[int, str] = {}
-            if qd:
-                # question names repeat: look the wire form up before decoding it
-                z = msg.find(0, 12)
-                key = msg[12 : z + 1]
-                hit = self._qnames.get(key) if z > 0 else None
-                if hit is not None:
-                    qraw, qname = hit
-                    off = z + 1
-                else:
-                    qraw, off = read_name(msg, 12)
-                    qname = qraw.lower()
-                    if off == z + 1:
-                        if len(self._qnames) >= MAX_QNAMES:
-                            self._qnames.clear()
-                        self._qnames[key] = (qraw, qname)
-                if off + 4 > n:
-                    raise Malformed("truncated")
-                qtype_s: str | None = _TYPE_NAMES[(msg[off] << 8) | msg[off + 1]]
-                off += 4
-                names[12] = qraw
+            v = self._mcache.get(msg[2:]) if len(msg) >= 12 else None
+            if v is None:
+                mid, flags, qname, qtype_s, answers, ips = self._parse(msg)
+                cache_parsed(self._mcache, msg[2:], (flags, qname, qtype_s, answers, ips))
             else:
-                qname, qtype_s, off = None, None, 12
-            if flags & 0x8000 and an:
-                answers, ips = read_answers(msg, off, an, names)
-            else:
-                answers = ips = None  # type: ignore[assignment]
+                mid = (msg[0] << 8) | msg[1]
+                flags, qname, qtype_s, answers, ips = v
         except Malformed as exc:
             self._fail_msg(msg, exc.reason, ts, f"f{pos}.{k}", src)
             return
@@ -350,7 +355,7 @@ class DnsDecoder:
             pos = -(pos * MESSAGE_K + k) - 1  # several messages in one segment (see `take`)
         if not flags & 0x8000:
             c["queries"] += 1
-            key = (src, sport, dst, dport, transport, mid)
+            key = flow_key(src, sport, dst, dport, transport, mid)
             pending = self._pending
             old = pending.pop(key, None)
             if old is not None:  # a retransmission: the earlier one was not answered
@@ -361,7 +366,7 @@ class DnsDecoder:
                 self._emit_query(oldest, pending.pop(oldest))
             return
         c["responses"] += 1
-        key = (dst, dport, src, sport, transport, mid)
+        key = flow_key(dst, dport, src, sport, transport, mid)
         q = self._pending.pop(key, None)
         if q is None:
             c["orphan_responses"] += 1
@@ -391,7 +396,7 @@ class DnsDecoder:
                 answers,
                 ips,
                 LABELS.get(flags & 0x7FF0) or header_labels(flags),
-                community_id(dst, dport, src, sport, transport) if self.community_id else None,
+                key if self.community_id else None,
             )
         )
 
@@ -407,9 +412,17 @@ class DnsDecoder:
     def _label(self, flags: int) -> str:
         return header_labels(flags)
 
-    def _emit_query(self, key: tuple, q: tuple) -> None:
+    def _emit_query(self, key: tuple | bytes, q: tuple) -> None:
         self.counters["unanswered"] += 1
-        cip, cport, sip, sport, transport, mid = key
+        if type(key) is bytes:  # IPv4/UDP (see `flow_key`)
+            cip, sip, (cport, sport, mid), transport = (
+                key[:4],
+                key[4:8],
+                _KEY4.unpack_from(key, 8),
+                "udp",
+            )
+        else:
+            cip, cport, sip, sport, transport, mid = key
         self._rows.append(
             (
                 q[0],
@@ -428,7 +441,7 @@ class DnsDecoder:
                 None,
                 None,
                 self._label(q[4]),
-                community_id(cip, cport, sip, sport, transport) if self.community_id else None,
+                key if self.community_id else None,
             )
         )
 
@@ -478,4 +491,10 @@ class DnsDecoder:
         """The events decoded so far as one frame (ECS columns); resets the buffers."""
         rows, self._rows = self._rows, []
         fail, self._fail = self._fail, {k: [] for k in self._fail}
-        return events_frame(rows, fail, self.id_prefix)
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            return events_frame(rows, fail, self.id_prefix)
+        finally:
+            if gc_was:
+                gc.enable()

@@ -4,8 +4,9 @@
 list per column); `events_frame` turns the tuples and the parse failures
 into one polars frame with the ECS columns and the constant ones
 (`event.dataset` dns, `event.category` network, `event.type` protocol,
-`network.protocol` dns). List columns are built from Arrow offsets because
-polars builds nested lists from Python objects slowly.
+`network.protocol` dns). List columns travel as one string per row
+(`dns_wire.joined`) and are split by polars, which builds nested lists from Python
+objects slowly; Community IDs are computed per frame (`community_ids`).
 
 `event.id` is `<prefix><position>` where the position is the byte offset
 (file) or sequence number (live) of the packet that carried the query (or
@@ -17,7 +18,6 @@ message of a TCP segment, `f<position>.<k>` for a message that failed and
 from __future__ import annotations
 
 import hashlib
-import itertools
 import struct
 from binascii import b2a_base64
 from typing import Any
@@ -55,14 +55,25 @@ _COLUMNS: dict[str, Any] = {
     "dns.response_code": pl.Utf8,
     "dns.question.name": pl.Utf8,
     "dns.question.type": pl.Utf8,
-    "dns.answers": pl.List(pl.Utf8),
+    "dns.answers": pl.List(pl.Utf8),  # in rows: `dns_wire.joined` strings
     "dns.resolved_ip": pl.List(pl.Utf8),
     "labels": pl.Utf8,
-    "network.community_id": pl.Utf8,
+    "network.community_id": pl.Utf8,  # in rows: the flow (`dns_fast.flow_key`)
 }
 
 
 _LISTS = ("dns.answers", "dns.resolved_ip")
+_CID_REC = np.dtype(
+    [
+        ("seed", "V2"),
+        ("a", ">u4"),
+        ("b", ">u4"),
+        ("p", "u1"),
+        ("z", "u1"),
+        ("ap", ">u2"),
+        ("bp", ">u2"),
+    ]
+)
 
 
 def header_labels(flags: int) -> str:
@@ -85,7 +96,11 @@ def events_frame(rows: list[tuple], fail: dict[str, list], id_prefix: str) -> pl
         cols = list(zip(*rows, strict=True))
         df = pl.DataFrame(
             [
-                _list_series(k, list(v)) if k in _LISTS else pl.Series(k, v, dtype=t)
+                _list_series(k, v)
+                if k in _LISTS
+                else community_ids(v)
+                if k == "network.community_id"
+                else pl.Series(k, v, dtype=t)
                 for (k, t), v in zip(_COLUMNS.items(), cols, strict=True)
             ]
         )
@@ -131,17 +146,10 @@ def events_frame(rows: list[tuple], fail: dict[str, list], id_prefix: str) -> pl
     ).drop("_ts", "_pos", "_reason", "_fid", strict=False)
 
 
-def _list_series(name: str, lists: list[list[str] | None]) -> pl.Series:
-    """A list-of-strings column via Arrow offsets (polars builds nested lists slowly)."""
-    lens = [len(x) if x is not None else 0 for x in lists]
-    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
-    np.cumsum(lens, out=offsets[1:])
-    flat = list(itertools.chain.from_iterable(x for x in lists if x))
-    mask = np.fromiter((x is None for x in lists), dtype=bool, count=len(lists))
-    arr = pa.ListArray.from_arrays(
-        pa.array(offsets), pa.array(flat, pa.string()), mask=pa.array(mask)
-    )
-    return pl.Series(name, pl.from_arrow(arr), dtype=pl.List(pl.Utf8))
+def _list_series(name: str, values: tuple[str | None, ...]) -> pl.Series:
+    """A list-of-strings column from `dns_wire.joined` strings (None: a null list)."""
+    s = pl.Series(name, values, dtype=pl.Utf8)
+    return s.str.split("\0").list.slice(1).alias(name)
 
 
 def community_id(src: bytes, sport: int, dst: bytes, dport: int, transport: str) -> str:
@@ -155,3 +163,55 @@ def community_id(src: bytes, sport: int, dst: bytes, dport: int, transport: str)
         _PORTS.pack(sport, dport),
     )
     return "1:" + b2a_base64(_sha1(data).digest(), newline=False).decode("ascii")
+
+
+def community_ids(keys: list | tuple) -> pl.Series:
+    """`network.community_id` of the rows' flows (`dns_decode.flow_key`; None stays None).
+
+    IPv4/UDP keys (nearly all): ordering, the hashed bytes and one base64 of
+    every digest with numpy, only SHA-1 per row; the others one by one.
+    """
+    name = "network.community_id"
+    m = len(keys)
+    v4 = [i for i, k in enumerate(keys) if type(k) is bytes]
+    if not v4:
+        return pl.Series(name, [_one_cid(k) for k in keys], dtype=pl.Utf8)
+    text = _cid_v4(b"".join(keys) if len(v4) == m else b"".join([keys[i] for i in v4]))
+    if len(v4) == m:
+        offsets = np.arange(0, 30 * m + 1, 30, dtype=np.int32)
+        arr = pa.StringArray.from_buffers(m, pa.py_buffer(offsets), pa.py_buffer(text))
+        return pl.Series(name, pl.from_arrow(arr), dtype=pl.Utf8)
+    out = [_one_cid(k) for k in keys]
+    strs = text.tobytes().decode("ascii")
+    for j, i in enumerate(v4):
+        out[i] = strs[j * 30 : j * 30 + 30]
+    return pl.Series(name, out, dtype=pl.Utf8)
+
+
+def _one_cid(key: tuple | bytes | None) -> str | None:
+    if key is None or type(key) is bytes:
+        return None  # IPv4/UDP: done together
+    return community_id(*key[:5])
+
+
+def _cid_v4(blob: bytes) -> np.ndarray:
+    """Community IDs of 14-byte IPv4/UDP flow keys, 30 ASCII bytes per row."""
+    m = len(blob) // 14
+    arr = np.frombuffer(blob, np.uint8).reshape(m, 14)
+    ai = arr[:, 0:4].copy().view(">u4").ravel()
+    bi = arr[:, 4:8].copy().view(">u4").ravel()
+    ap = arr[:, 8:10].copy().view(">u2").ravel()
+    bp = arr[:, 10:12].copy().view(">u2").ravel()
+    swap = (ai > bi) | ((ai == bi) & (ap > bp))
+    rec = np.zeros(m, _CID_REC)
+    rec["a"], rec["b"] = np.where(swap, bi, ai), np.where(swap, ai, bi)
+    rec["ap"], rec["bp"] = np.where(swap, bp, ap), np.where(swap, ap, bp)
+    rec["p"] = 17
+    raw = memoryview(rec.tobytes())
+    digests = b"\0".join([_sha1(raw[j : j + 16]).digest() for j in range(0, m * 16, 16)])
+    # 21 bytes (digest + a zero) -> 28 characters: the first 27 as for the digest alone
+    text = np.empty((m, 30), np.uint8)
+    text[:, :2] = np.frombuffer(b"1:", np.uint8)
+    text[:, 2:] = np.frombuffer(b2a_base64(digests + b"\0", newline=False), np.uint8).reshape(m, 28)
+    text[:, 29] = ord("=")
+    return text

@@ -30,6 +30,7 @@ _H = struct.Struct("!H")
 _SOA = struct.Struct("!IIIII")
 _SRV = struct.Struct("!HHH")
 _MAX_NAME = 255
+MAX_QNAMES = 100_000  # question names cached by `parse_message`'s caller
 
 TYPES: dict[int, str] = {
     1: "A",
@@ -299,3 +300,53 @@ def looks_like_dns(msg: bytes) -> bool:
     except Malformed:
         return False
     return qclass & 0x7FFF in CLASSES and qtype != 0 and (an or ns or ar or off == len(msg))
+
+
+def joined(items: list[str]) -> str:
+    """A list of strings in one string, each item after a NUL (`[]` is `""`).
+
+    Events carry lists this way: one object, split into a list column by
+    polars (`dns_events`). Answers and addresses are escaped text: no NUL.
+    """
+    return "\0" + "\0".join(items) if items else ""
+
+
+def parse_message(msg: bytes, qnames: dict[bytes, tuple[str, str]]) -> tuple:
+    """(id, flags, question name, question type, answers, addresses); raises `Malformed`.
+
+    `qnames` caches question names by wire form (name, lower-cased name).
+    The answers and addresses are lists in one string each (`joined`).
+    """
+    n = len(msg)
+    if n < 12:
+        raise Malformed("truncated")
+    mid, flags, qd, an, _, _ = HEADER.unpack_from(msg)
+    names: dict[int, str] = {}
+    if qd:
+        # question names repeat: look the wire form up before decoding it
+        z = msg.find(0, 12)
+        key = msg[12 : z + 1]
+        hit = qnames.get(key) if z > 0 else None
+        if hit is not None:
+            qraw, qname = hit
+            off = z + 1
+        else:
+            qraw, off = read_name(msg, 12)
+            qname = qraw.lower()
+            if off == z + 1:
+                if len(qnames) >= MAX_QNAMES:
+                    qnames.clear()
+                qnames[key] = (qraw, qname)
+        if off + 4 > n:
+            raise Malformed("truncated")
+        qtype_s: str | None = _TYPE_NAMES[(msg[off] << 8) | msg[off + 1]]
+        off += 4
+        names[12] = qraw
+    else:
+        qname, qtype_s, off = None, None, 12
+    if flags & 0x8000 and an:
+        alist, iplist = read_answers(msg, off, an, names)
+        answers, ips = joined(alist), joined(iplist)
+    else:
+        answers = ips = None
+    return mid, flags, qname, qtype_s, answers, ips

@@ -1,0 +1,160 @@
+"""The vectorised path of the DNS decoder (`dns_fast`) gives exactly the frames of the per-packet one.
+
+Same events in the same order, same values, same counters: on the shared
+captures, on a synthetic capture with repeated messages (the message cache),
+and on generated mixes of fast-path and other packets.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from lightsoc.sources.dns_decode import DnsDecoder, flow_key
+from lightsoc.sources.dns_events import community_id, community_ids
+from tests.sources.test_dns_decode import (
+    DNS_CAPTURES,
+    NON_DNS_CAPTURES,
+    decode_file,
+    ether,
+    ipv4,
+    ipv6,
+    query,
+    response,
+    tcp,
+    udp,
+)
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def both(packets: list[tuple[int, bytes]], batch: int, linktype: int = 1, **kw: object) -> None:
+    """Decode with and without the fast path; frames and counters must be equal."""
+    out = []
+    for fast in (True, False):
+        dec = DnsDecoder(id_prefix="t-", fast=fast, **kw)  # type: ignore[arg-type]
+        frames = []
+        for i in range(0, len(packets), batch):
+            dec.decode(linktype, packets[i : i + batch])
+            dec.expire()
+            frames.append(dec.take())
+        dec.flush()
+        frames.append(dec.take())
+        frames = [f for f in frames if f.height]
+        df = pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+        out.append((df, dict(dec.counters), dec.ports))
+    assert_frame_equal(out[0][0], out[1][0])
+    assert out[0][1] == out[1][1]
+    assert out[0][2] == out[1][2]
+
+
+@pytest.mark.parametrize("path", DNS_CAPTURES + NON_DNS_CAPTURES, ids=lambda p: p.name)
+@pytest.mark.parametrize("batch", [7, 1000])
+def test_fast_path_equals_slow_path_on_shared_captures(path: Path, batch: int) -> None:
+    if not path.exists():
+        pytest.fail(f"shared capture missing: {path}")
+    fast, cf = decode_file(path, batch)
+    slow, cs = decode_file(path, batch, fast=False)
+    assert_frame_equal(fast, slow)
+    assert cf == cs
+
+
+def _exchange(i: int, name: str, tcp_too: bool) -> list[bytes]:
+    client, port, mid = f"10.0.{i % 3}.{i % 200 + 1}", 1024 + i * 7 % 60000, i * 31 % 65536
+    q, r = query(mid, name), response(mid, name, [f"192.0.2.{i % 5}"] * (i % 3))
+    if tcp_too and i % 5 == 0:
+        return [
+            ether(ipv4(client, "10.0.0.53", 6, tcp(port, 53, 1, struct.pack("!H", len(q)) + q))),
+            ether(ipv4("10.0.0.53", client, 6, tcp(53, port, 1, struct.pack("!H", len(r)) + r))),
+        ]
+    return [
+        ether(ipv4(client, "10.0.0.53", 17, udp(port, 53, q))),
+        ether(ipv4("10.0.0.53", client, 17, udp(53, port, r))),
+    ]
+
+
+def test_fast_path_equals_slow_path_with_repeats_and_tcp() -> None:
+    names = ["www.example.com", "Mail.Example.ORG", "a.b.c", "x\\.y.test"]
+    frames = []
+    for i in range(3000):
+        frames += _exchange(i, names[i % len(names)], True)
+        if i % 97 == 0:  # a retransmission, a VLAN-tagged copy, a query never answered
+            frames.append(frames[-2])
+            frames.append(ether(frames[-2][14:], vlan=5))
+            frames.append(ether(ipv4("10.9.9.9", "10.0.0.53", 17, udp(999, 53, query(i, "u")))))
+    packets = [(1_700_000_000_000_000 + i * 3000, f) for i, f in enumerate(frames)]
+    both(packets, 1000, timeout=1.0)
+    both(packets, 4096, max_pending=50)
+
+
+_PAYLOADS = st.one_of(
+    st.builds(query, st.integers(0, 3), st.sampled_from(["a.com", "B.org", "c"])),
+    st.builds(
+        response,
+        st.integers(0, 3),
+        st.sampled_from(["a.com", "B.org"]),
+        st.lists(st.sampled_from(["1.2.3.4", "5.6.7.8"]), max_size=3),
+        st.integers(0, 5),
+    ),
+    st.binary(max_size=40),
+    st.just(b"\x00\x01\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00\xc0\x00\x00\x01\x00\x01"),
+)
+
+
+@st.composite
+def _frame(draw: st.DrawFn) -> bytes:
+    payload = draw(_PAYLOADS)
+    a, b = draw(st.sampled_from([("10.0.0.1", "10.0.0.53"), ("10.0.0.53", "10.0.0.1")]))
+    sport, dport = draw(st.sampled_from([(3333, 53), (53, 3333), (4444, 5353), (7, 9)]))
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return ether(ipv4(a, b, 6, tcp(sport, dport, 1, struct.pack("!H", len(payload)) + payload)))
+    if kind == 1:
+        return ether(ipv6("fe80::1", "fe80::2", 17, udp(sport, dport, payload)))
+    if kind == 2:
+        return ether(ipv4(a, b, 17, udp(sport, dport, payload)), vlan=1)
+    if kind == 3:
+        return ether(ipv4(a, b, 17, udp(sport, dport, payload), frag=draw(st.integers(1, 0x4000))))
+    frame = ether(ipv4(a, b, 17, udp(sport, dport, payload)))
+    if kind == 4:  # damaged: cut, or a byte of the headers changed
+        if draw(st.booleans()):
+            return frame[: draw(st.integers(0, len(frame)))]
+        i = draw(st.integers(0, 53))
+        return frame[:i] + bytes([draw(st.integers(0, 255))]) + frame[i + 1 :]
+    return frame
+
+
+@FUZZ
+@given(st.lists(_frame(), max_size=40), st.integers(1, 12))
+def test_fuzz_fast_path_equals_slow_path(frames: list[bytes], batch: int) -> None:
+    packets = [(1_700_000_000_000_000 + i * 1000, f) for i, f in enumerate(frames)]
+    both(packets, batch)
+
+
+_V4 = st.sampled_from([b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", b"\xff" * 4, b"\0" * 4])
+_FLOW = st.tuples(
+    _V4, st.integers(0, 65535), _V4, st.integers(0, 65535), st.just("udp"), st.integers(0, 65535)
+)
+_OTHER = st.tuples(
+    _V4 | st.just(b"\1" * 16),
+    st.integers(0, 65535),
+    _V4 | st.just(b"\2" * 16),
+    st.integers(0, 65535),
+    st.sampled_from(["udp", "tcp"]),
+    st.integers(0, 65535),
+)
+
+
+@given(st.lists(_FLOW, max_size=20), st.lists(_OTHER | st.none(), max_size=3))
+def test_community_ids_vectorised_equal_one_by_one(flows: list, other: list) -> None:
+    """All IPv4/UDP keys (numpy) or mixed with others and None (one by one)."""
+    for rows in (flows, flows + other):
+        keys = [flow_key(*k) if k is not None else None for k in rows]
+        want = [community_id(*k[:5]) if k is not None else None for k in rows]
+        assert community_ids(keys).to_list() == want

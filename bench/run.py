@@ -36,8 +36,12 @@ LIGHTSOC = Path(sys.executable).with_name("lightsoc")
 
 
 def _load(name: str):  # noqa: ANN202 - bench modules are loaded by path (tests/bench shadows `bench`)
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    # A unique module name, registered, so multiprocessing can pickle its functions
+    # (a bare "syslog" would be the standard library's).
+    qualified = f"lightsoc_bench_{name}"
+    spec = importlib.util.spec_from_file_location(qualified, HERE / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[qualified] = mod
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
 

@@ -293,11 +293,30 @@ class GeoIpConfig(_Model):
     asn_database: ConfigPath | None = None
 
 
+class DomainLookupConfig(_Model):
+    """A domain-check HTTP API (see `lightsoc.enrich.domain_lookup` for each option)."""
+
+    url: Annotated[str, Field(pattern=r"\{domain\}")]
+    verdict_path: str = ""
+    malicious: list[bool | int | str] | None = None
+    threshold: float | None = None
+    ttl: Annotated[float, Field(ge=0)] = 86400
+    concurrency: PositiveInt = 4
+    rate: Annotated[float, Field(gt=0)] = 10
+    timeout: Annotated[float, Field(gt=0)] = 3
+    max_wait: Annotated[float, Field(ge=0)] = 0.5
+    breaker_failures: PositiveInt = 5
+    breaker_cooldown: Annotated[float, Field(ge=0)] = 60
+    name: str = "domain-check"
+    confidence: Literal["Low", "Medium", "High"] = "Medium"
+
+
 class EnrichConfig(_Model):
     """`networks` maps a zone name to its CIDRs (sets `source.zone`)."""
 
     networks: dict[str, list[Cidr]] = {}
     geoip: GeoIpConfig = Field(default_factory=GeoIpConfig)
+    domain_lookup: DomainLookupConfig | None = None
 
 
 class DetectConfig(_Model):

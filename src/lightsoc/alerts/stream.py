@@ -1,0 +1,152 @@
+"""Alerts from the stream: the flagged events of each stored batch become alerts.
+
+Stream detectors (Sigma rules, intel matches, models) only mark events
+(`rule.name`, `rule.id`, `event.risk_score`). After a batch is committed, the
+pipeline hands it here: its flagged rows are grouped by (rule, entity) with
+polars, each group becomes one `AlertCandidate`, the alert store deduplicates
+them, and the alerts that are new or escalated go to the outputs. Raising
+after the commit means an alert never points at an event that is not stored.
+
+The entity is the first of `source.ip` (ip), `user.name` (user),
+`dns.question.registered_domain` (domain) and `host.name` (host) an event has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from lightsoc.alerts.model import AlertCandidate
+
+if TYPE_CHECKING:
+    from lightsoc.alerts.outputs.dispatcher import Dispatcher
+    from lightsoc.alerts.store import AlertStore
+    from lightsoc.pipeline import ProcessedBatch
+
+log = logging.getLogger(__name__)
+
+#: (event field, entity type), in order of preference
+ENTITY_FIELDS = (
+    ("source.ip", "ip"),
+    ("user.name", "user"),
+    ("dns.question.registered_domain", "domain"),
+    ("host.name", "host"),
+)
+SAMPLE_EVENT_IDS = 20
+
+
+def severity_for_score(score: float | None) -> str:
+    """Sigma's levels by the score they map to (critical 90, high 75, medium 50, low 25)."""
+    s = score or 0.0
+    for floor, name in ((90, "critical"), (75, "high"), (50, "medium"), (25, "low")):
+        if s >= floor:
+            return name
+    return "informational"
+
+
+def candidates_from_events(
+    events: pl.DataFrame, levels: Mapping[str, str] | None = None
+) -> list[AlertCandidate]:
+    """One candidate per (rule, entity) among the events that carry `rule.name`."""
+    if "rule.name" not in events.columns or events.height == 0:
+        return []
+    cols = events.columns
+    entity_value = pl.coalesce(
+        [pl.col(f).cast(pl.Utf8) for f, _ in ENTITY_FIELDS if f in cols] or [pl.lit(None)]
+    )
+    entity_type = pl.lit(None, dtype=pl.Utf8)
+    for field, etype in reversed([(f, t) for f, t in ENTITY_FIELDS if f in cols]):
+        entity_type = (
+            pl.when(pl.col(field).is_not_null()).then(pl.lit(etype)).otherwise(entity_type)
+        )
+    rule_ids = pl.col("rule.id") if "rule.id" in cols else pl.col("rule.name")
+    score = pl.col("event.risk_score") if "event.risk_score" in cols else pl.lit(None)
+    flagged = (
+        events.filter(pl.col("rule.name").list.len() > 0)
+        .select(
+            pl.col("@timestamp"),
+            pl.col("event.id"),
+            score.cast(pl.Float64).alias("score"),
+            entity_type.alias("etype"),
+            entity_value.alias("evalue"),
+            pl.col("rule.name").alias("rname"),
+            pl.coalesce(rule_ids, pl.col("rule.name")).alias("rid"),
+        )
+        .filter(pl.col("evalue").is_not_null())
+    )
+    if flagged.height == 0:
+        return []
+    groups = (
+        flagged.explode(["rname", "rid"])
+        .group_by("rid", "rname", "etype", "evalue", maintain_order=True)
+        .agg(
+            pl.col("@timestamp").min().alias("first"),
+            pl.col("@timestamp").max().alias("last"),
+            pl.len().alias("count"),
+            pl.col("score").max().alias("score"),
+            pl.col("event.id").head(SAMPLE_EVENT_IDS).alias("ids"),
+        )
+    )
+    levels = levels or {}
+    return [
+        AlertCandidate(
+            rule_id=g["rid"],
+            rule_name=g["rname"],
+            severity=levels.get(g["rid"]) or severity_for_score(g["score"]),
+            entity_type=g["etype"],
+            entity_value=g["evalue"],
+            first_seen=g["first"],
+            last_seen=g["last"],
+            count=g["count"],
+            score=g["score"],
+            event_ids=[i for i in g["ids"] if i is not None],
+        )
+        for g in groups.iter_rows(named=True)
+    ]
+
+
+class StreamAlerter:
+    """`Pipeline(on_batch=...)` callback: stored, flagged events -> alerts -> outputs."""
+
+    def __init__(
+        self,
+        store: AlertStore,
+        dispatcher: Dispatcher | None = None,
+        *,
+        levels: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.levels = levels
+        self.raised = 0
+        self.notified = 0
+        self.errors = 0
+
+    def __call__(self, done: ProcessedBatch) -> None:
+        try:
+            candidates = candidates_from_events(done.events, self.levels() if self.levels else None)
+            if not candidates:
+                return
+            changed = self.store.raise_alerts(candidates)
+        except Exception:  # the events are stored; a broken alert store must not stop ingest
+            self.errors += 1
+            log.exception("raising alerts for a batch failed")
+            return
+        self.raised += len(changed)
+        to_send = [c.alert.as_dict() for c in changed if c.notify]
+        if to_send and self.dispatcher is not None:
+            self.dispatcher.notify(to_send)
+            self.notified += len(to_send)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "alerts_changed": self.raised,
+            "notified": self.notified,
+            "errors": self.errors,
+        }
+        if self.dispatcher is not None:
+            out["outputs"] = self.dispatcher.stats()
+        return out

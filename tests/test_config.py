@@ -382,3 +382,22 @@ def test_round_trip_every_source_type() -> None:
     back = parse_config(cfg.dump())
     assert back == cfg
     assert back.store.retention_days is None and back.sources["p"].file == Path("/tmp/dns.pcap")
+
+
+def test_readme_config_examples_validate() -> None:
+    """Every YAML config block in the README parses, and its alert outputs build."""
+    from lightsoc.alerts.outputs.dispatcher import build_outputs
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    configs = [b for b in blocks if re.match(r"(# lightsoc.yml\n)?(data_dir|sources|alerts):", b)]
+    assert len(configs) >= 2
+    env = {
+        "WECOM_WEBHOOK": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
+        "DINGTALK_WEBHOOK": "https://oapi.dingtalk.com/robot/send?access_token=t",
+        "DINGTALK_SECRET": "SEC1",
+        "SMTP_PASSWORD": "p",
+    }
+    for block in configs:
+        cfg = parse_config(block, file="README.md", env=env)
+        assert len(build_outputs(cfg.alerts)) == len(cfg.alerts.outputs)

@@ -11,7 +11,12 @@ import pytest
 from lightsoc import schema
 from lightsoc.alerts.outputs.dispatcher import Dispatcher
 from lightsoc.alerts.store import AlertStore
-from lightsoc.alerts.stream import StreamAlerter, candidates_from_events, severity_for_score
+from lightsoc.alerts.stream import (
+    LazyStreamAlerter,
+    StreamAlerter,
+    candidates_from_events,
+    severity_for_score,
+)
 from lightsoc.config import AlertsConfig, OutputConfig
 from lightsoc.pipeline import ProcessedBatch
 from lightsoc.store.base import SourceCounters
@@ -123,3 +128,21 @@ def test_a_broken_alert_store_is_counted_not_raised(tmp_path):
     batch = events([flagged(0, "203.0.113.7", ["sqli"], 75)])
     alerter(ProcessedBatch(batch, SourceCounters("web", "file")))
     assert alerter.stats()["errors"] == 1
+
+
+def test_lazy_alerter_builds_only_for_flagged_batches(tmp_path):
+    built: list[StreamAlerter] = []
+    state = StateStore.for_data_dir(tmp_path)
+
+    def make() -> StreamAlerter:
+        built.append(StreamAlerter(AlertStore(state)))
+        return built[-1]
+
+    lazy = LazyStreamAlerter(make)
+    counters = SourceCounters("web", "file")
+    lazy(ProcessedBatch(events([{"@timestamp": T0, "event.id": "a", "rule.name": []}]), counters))
+    assert built == [] and lazy.stats() == {}
+    lazy(ProcessedBatch(events([flagged(0, "198.51.100.2", ["sqli"], 50)]), counters))
+    assert len(built) == 1 and lazy.stats()["alerts_changed"] == 1
+    lazy.close()
+    state.close()

@@ -150,3 +150,34 @@ class StreamAlerter:
         if self.dispatcher is not None:
             out["outputs"] = self.dispatcher.stats()
         return out
+
+
+def has_flagged(events: pl.DataFrame) -> bool:
+    return "rule.name" in events.columns and bool((events["rule.name"].list.len() > 0).any())
+
+
+class LazyStreamAlerter:
+    """A `StreamAlerter` built on the first batch that has flagged events.
+
+    An import of clean logs then never opens the state store or starts the
+    output workers; `close()` flushes the outputs (a no-op if never built).
+    """
+
+    def __init__(self, make: Callable[[], StreamAlerter]) -> None:
+        self._make = make
+        self.alerter: StreamAlerter | None = None
+
+    def __call__(self, done: ProcessedBatch) -> None:
+        if not has_flagged(done.events):
+            return
+        if self.alerter is None:
+            self.alerter = self._make()
+        self.alerter(done)
+
+    def stats(self) -> dict[str, Any]:
+        return self.alerter.stats() if self.alerter else {}
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self.alerter is not None and self.alerter.dispatcher is not None:
+            self.alerter.dispatcher.flush(timeout)
+            self.alerter.dispatcher.close()

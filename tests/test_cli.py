@@ -126,6 +126,20 @@ def test_stats_table(store: tuple[Path, dict]) -> None:
     assert re.search(r"│ ingest\s+│ file\s+│ 12000\s+│ 12000\s+│ 1\s+│ 0\s+│", res.stdout)
 
 
+def test_stats_top_lists_the_noisiest_clients_and_domains(store: tuple[Path, dict]) -> None:
+    data, _ = store
+    stats = cli_json(
+        "stats", "--top", "2", "--since", "all", "--data-dir", data, "--format", "json"
+    )
+    top = stats["top"]
+    assert set(top) == {"source.ip", "dns.question.registered_domain", "url.domain"}
+    assert top["source.ip"][0] == [BUSY_IP, 867]  # grep -c 183.62.140.253 OpenSSH_2k.log
+    assert len(top["source.ip"]) == 2 and top["source.ip"][1][1] <= 867
+    assert top["dns.question.registered_domain"] == []  # no DNS in these logs
+    table = cli("stats", "--top", "2", "--since", "all", "--data-dir", data)
+    assert re.search(rf"│ {re.escape(BUSY_IP)}\s+│\s+867 │", table.stdout), table.stdout
+
+
 # -- search ------------------------------------------------------------------
 def test_search_json_is_one_ecs_object_per_line(store: tuple[Path, dict]) -> None:
     data, _ = store

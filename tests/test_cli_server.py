@@ -65,8 +65,20 @@ def test_read_commands_go_through_the_running_server(
     running: LightsocServer, tmp_path: Path
 ) -> None:
     data = running.cwd / "lightsoc-data"
-    stats = cli_json("stats", "--format", "json", "--data-dir", data, cwd=tmp_path)
+    stats = cli_json(
+        "stats",
+        "--format",
+        "json",
+        "--top",
+        "1",
+        "--since",
+        "all",
+        "--data-dir",
+        data,
+        cwd=tmp_path,
+    )
     assert "pipeline" in stats  # live metrics: only the server's API has them
+    assert stats["top"]["source.ip"] == [["183.62.140.253", 867]]  # through /aggregate/top
     assert stats["events_total"] == 1999
     assert stats["by_dataset"] == {"sshd": 1999}
     [src] = stats["sources"]

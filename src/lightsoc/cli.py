@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stats", help="counts per dataset, parse failures, sources")
     st.add_argument("--format", choices=["table", "json"], default="table")
+    st.add_argument(
+        "--top",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="also the N noisiest clients and domains (candidates for allow lists)",
+    )
+    st.add_argument("--since", type=_duration, default="24h", help="--top: over this period")
     common(st)
 
     u = sub.add_parser("user", help="users and API tokens")
@@ -329,10 +337,16 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what `stats --top` ranks: who sends the most, and the busiest domains
+TOP_FIELDS = ("source.ip", "dns.question.registered_domain", "url.domain")
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     reader = _reader(args)
     try:
         stats = reader.stats()
+        if args.top:
+            stats["top"] = {f: reader.top(f, args.since, args.top) for f in TOP_FIELDS}
     finally:
         reader.close()
     if args.format == "json":
@@ -367,6 +381,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
             )
         )
     out.print(s)
+    for field, rows in stats.get("top", {}).items():
+        tt = Table(title=f"top {field} (last {args.since})")
+        tt.add_column(field)
+        tt.add_column("events", justify="right")
+        for value, count in rows:
+            tt.add_row(safe(str(value)), f"{count:,}")
+        out.print(tt)
     return 0
 
 

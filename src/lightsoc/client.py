@@ -43,6 +43,7 @@ class Reader(Protocol):
     def search(self, q: str, since: str, limit: int, fields: list[str] | None) -> list[dict]: ...
     def timeline(self, entity: str, since: str, limit: int) -> list[dict]: ...
     def stats(self) -> dict[str, Any]: ...
+    def top(self, field: str, since: str, n: int) -> list[tuple[Any, int]]: ...
     def close(self) -> None: ...
 
 
@@ -96,6 +97,9 @@ class DirectReader:
     def stats(self) -> dict[str, Any]:
         return merged_stats(self.store, None)
 
+    def top(self, field: str, since: str, n: int) -> list[tuple[Any, int]]:
+        return [(v, c) for v, c in self.store.top(field, "", since_range(since), n)]
+
     def close(self) -> None:
         self.store.close()
 
@@ -140,6 +144,10 @@ class ApiReader:
 
     def stats(self) -> dict[str, Any]:
         return self._get("/api/v1/stats")
+
+    def top(self, field: str, since: str, n: int) -> list[tuple[Any, int]]:
+        res = self._get("/api/v1/aggregate/top", field=field, since=since, n=n)
+        return [(b["value"], b["count"]) for b in res["buckets"]]
 
     def close(self) -> None:
         self.http.close()

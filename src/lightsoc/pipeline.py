@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -38,6 +38,12 @@ from lightsoc.sources.lines import INVALID_UTF8, TRUNCATED
 from lightsoc.store.base import EventStore, SourceCounters
 
 log = logging.getLogger(__name__)
+
+
+class Detector(Protocol):
+    """A stream detector: flags rows of a batch (`rule.name`, `event.risk_score`)."""
+
+    def detect(self, df: pl.DataFrame) -> pl.DataFrame: ...
 
 
 @dataclass
@@ -74,9 +80,17 @@ class ProcessedBatch:
 class Processor:
     """parse -> enrich -> conform, one raw batch at a time (no per-event Python)."""
 
-    def __init__(self, specs: dict[str, SourceSpec], enrichers: list[Enricher]) -> None:
+    def __init__(
+        self,
+        specs: dict[str, SourceSpec],
+        enrichers: list[Enricher],
+        detectors: list[Detector] | None = None,
+    ) -> None:
         self.specs = specs
         self.enrichers = enrichers
+        #: stream detectors (e.g. a Sigma `RuleSet`), run on each batch after enrichment
+        self.detectors = list(detectors or [])
+        self.detect_errors = 0
         self._parsers: dict[str, Parser] = {}
         self.host = socket.gethostname()
         self.stages = {name: StageMetrics() for name in ("parse", "enrich", "conform", "store")}
@@ -122,6 +136,16 @@ class Processor:
         df = apply_enrichers(self.enrichers, df)
         t2 = time.perf_counter()
         self.stages["enrich"].add(df.height, t2 - t1)
+        if self.detectors:
+            for detector in self.detectors:
+                try:
+                    df = detector.detect(df)
+                except Exception:  # a rule bug must not turn parsed events into failures
+                    log.exception("detector %s failed on a batch of %s", detector, raw.source)
+                    self.detect_errors += 1
+            t3 = time.perf_counter()
+            self.stages.setdefault("detect", StageMetrics()).add(df.height, t3 - t2)
+            t2 = t3
         df = self._finish(df, spec, now)
         counters.events = df.height
         counters.parse_failures = int((~df["_parse_ok"]).sum())
@@ -205,13 +229,17 @@ class Pipeline:
         *,
         bus: Bus | None = None,
         on_batch: Callable[[ProcessedBatch], None] | None = None,
+        detectors: list[Detector] | None = None,
+        alerting: Any = None,
     ) -> None:
         self.store = store
         self.sources = sources
         self.bus = bus or MemoryBus()
-        self.processor = Processor(specs, enrichers)
+        self.processor = Processor(specs, enrichers, detectors)
         self.processor.check()
         self.on_batch = on_batch
+        #: the stream alerter `on_batch` feeds (its stats and outputs are closed on stop)
+        self.alerting = alerting
         self._stopping = threading.Event()
         self._sources_done = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -336,7 +364,10 @@ class Pipeline:
         """Wait until sources have ended and the bus is drained."""
         self._proc.join(timeout)
         self._writer.join(timeout)
-        return not self._writer.is_alive()
+        done = not self._writer.is_alive()
+        if done and self.alerting is not None:
+            self.alerting.close()  # deliver what the last batches raised
+        return done
 
     # -- metrics ---------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
@@ -346,6 +377,7 @@ class Pipeline:
             "errors": self.errors,
             "bus_depth": self.bus.depth(),
             "stages": {k: vars(v) for k, v in self.processor.stages.items()},
+            "alerting": self.alerting.stats() if self.alerting is not None else {},
             "sources": {
                 s.id: {
                     "type": s.type,

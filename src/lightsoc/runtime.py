@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightsoc import registry
+from lightsoc.alerts.stream import LazyStreamAlerter, StreamAlerter
 from lightsoc.client import (  # noqa: F401 - the server file's home is the client
     EVENTS_FILE,
     SERVER_FILE,
@@ -24,7 +25,7 @@ from lightsoc.client import (  # noqa: F401 - the server file's home is the clie
 )
 from lightsoc.config import Config
 from lightsoc.enrich.chain import build_enrichers
-from lightsoc.pipeline import Pipeline, SourceSpec
+from lightsoc.pipeline import Pipeline, ProcessedBatch, SourceSpec
 from lightsoc.sources.base import Source
 from lightsoc.store.events_duckdb import DuckDBEventStore
 
@@ -139,15 +140,46 @@ def enrich_options(config: Config) -> dict[str, Any]:
 
 def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: Any) -> Pipeline:
     from lightsoc.bus.memory import MemoryBus
+    from lightsoc.detect.build import build_ruleset
+    from lightsoc.enrich.intel import stream_options as intel_stream_options
 
     specs = source_specs(config)
+    # simple DB rules: only from a state store that exists (ingest creates none)
+    has_state = stores.state_url != "sqlite" or (stores.data_dir / "state.sqlite").exists()
+    rules = build_ruleset(config, stores.data_dir, stores.state if has_state else None)
+    kw.setdefault("detectors", [rules] if len(rules) else [])
+    alerting = stream_alerting(config, stores, {r.id: r.level for r in rules.rules})
+    progress = kw.pop("on_batch", None)
+
+    def on_batch(done: ProcessedBatch) -> None:
+        alerting(done)  # flagged events -> alerts, after their commit
+        if progress is not None:
+            progress(done)
+
     for src in sources:  # ad-hoc sources (ingest) bring their own spec
         specs.setdefault(src.id, getattr(src, "spec", None) or SourceSpec(src.id, src.type))
     return Pipeline(
         stores.events,
         sources,
         specs,
-        build_enrichers(enrich_options(config)),
+        build_enrichers(
+            {**enrich_options(config), **intel_stream_options(config, stores, sources)}
+        ),
         bus=MemoryBus(config.pipeline.queue_max_batches),
+        on_batch=on_batch,
+        alerting=alerting,
         **kw,
     )
+
+
+def stream_alerting(config: Config, stores: Stores, levels: dict[str, str]) -> LazyStreamAlerter:
+    """Alerts from flagged events, sent to `alerts.outputs`; built on the first flagged batch."""
+
+    def make() -> StreamAlerter:
+        from lightsoc.alerts.outputs.dispatcher import Dispatcher
+        from lightsoc.alerts.store import AlertStore
+
+        outputs = Dispatcher.from_config(config.alerts) if config.alerts.outputs else None
+        return StreamAlerter(AlertStore(stores.state), outputs, levels=lambda: levels)
+
+    return LazyStreamAlerter(make)

@@ -178,6 +178,12 @@ class LazyStreamAlerter:
         return self.alerter.stats() if self.alerter else {}
 
     def close(self, timeout: float = 5.0) -> None:
-        if self.alerter is not None and self.alerter.dispatcher is not None:
-            self.alerter.dispatcher.flush(timeout)
-            self.alerter.dispatcher.close()
+        """Flush and stop the outputs (once; later calls do nothing)."""
+        alerter, self._make = self.alerter, _closed
+        if alerter is not None and alerter.dispatcher is not None:
+            alerter.dispatcher.flush(timeout)
+            alerter.dispatcher.close()
+
+
+def _closed() -> StreamAlerter:
+    raise RuntimeError("stream alerting is closed")

@@ -42,6 +42,8 @@ class IngestSummary:
     by_dataset: dict[str, int] = field(default_factory=dict)
     #: counters of the packet captures imported (packets, dns_messages, malformed...)
     pcap: dict[str, int] = field(default_factory=dict)
+    #: what the correlation rules raised over the imported time span
+    correlation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lines_per_s(self) -> float:
@@ -110,6 +112,7 @@ def ingest(
     summary = IngestSummary(files=len(paths), bytes=sum(os.path.getsize(p) for p in paths))
     proc = psutil.Process()
     datasets: list[pl.Series] = []
+    span: list[Any] = []  # (min, max) event time of each stored batch
 
     def on_batch(done: ProcessedBatch) -> None:
         summary.received += done.counters.received
@@ -118,6 +121,8 @@ def ingest(
         summary.peak_rss_mb = max(summary.peak_rss_mb, proc.memory_info().rss / 2**20)
         if done.events.height:
             datasets.append(done.events.get_column("event.dataset").value_counts())
+            ts = done.events.get_column("@timestamp")
+            span.append((ts.min(), ts.max()))
         if on_progress is not None:
             on_progress(done.counters.bytes)
 
@@ -140,4 +145,11 @@ def ingest(
         }
     if pipeline.errors:
         raise RuntimeError(f"{pipeline.errors} batch(es) failed during import; see the log")
+    spans = [(a, b) for a, b in span if a is not None and b is not None]
+    if spans:
+        from lightsoc.detect.correlation_eval import run_imported
+
+        summary.correlation = run_imported(
+            config, stores, min(a for a, _ in spans), max(b for _, b in spans)
+        )
     return summary

@@ -17,6 +17,7 @@ import uvicorn
 
 from lightsoc.client import remove_server_file, write_server_file
 from lightsoc.config import Config
+from lightsoc.detect.scheduler import start_background as start_correlation_scheduler
 from lightsoc.pipeline import Pipeline
 from lightsoc.runtime import Stores
 from lightsoc.sources.http import HttpSource
@@ -147,6 +148,8 @@ def serve(
             name="maintenance",
             daemon=True,
         ).start()
+        # correlation rules on a schedule, over this process's own store connection
+        scheduler = start_correlation_scheduler(config, data_dir, stores, stop_retention)
         pipeline.start()
         try:
             for listener in extra:
@@ -158,6 +161,7 @@ def serve(
                 server.run(sockets=[sock])
         finally:
             stop_retention.set()
+            scheduler.join(30)  # a run in progress finishes before the stores close
             for listener in extra:  # they finish their requests (answered after commit)
                 listener.stop()
             say("stopping: finishing reads and committing ...")

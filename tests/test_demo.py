@@ -70,6 +70,12 @@ def test_demo_no_serve_stores_every_generated_line(tmp_path):
     assert re.search(rf"failed ssh logins .*\b{re.escape(bf_ip)}\b", res.stdout, re.S)
     assert f"lightsoc timeline {bf_ip}" in res.stdout
     _new_sources_answer(data_dir, res.stdout)
+    # the built-in rules raised alerts while the demo was ingested: the brute force
+    # (a correlation rule over the stored sshd failures) names the attacker
+    alerts = cli_ndjson("alerts", "--since", "all", "--format", "json", "--data-dir", data_dir)
+    brute = [a for a in alerts if a["rule.name"] == "SSH Brute Force"]
+    assert [a["entity.value"] for a in brute] == [bf_ip]
+    assert "alerts raised by the built-in rules" in res.stdout
     # running it again starts from a fresh directory, with the same result
     again = cli("demo", "--hours", "3", "--no-serve", "--data-dir", data_dir, timeout=300)
     assert again.returncode == 0, again.stderr

@@ -131,6 +131,7 @@ def _report(stores, demo: DemoFiles, out: Console) -> None:  # noqa: ANN001
         value = f"{top[0][0]}{f' ({field[0]})' if field else ''}" if top else "-"
         q.add_row(title, query, f"{n:,}", value)
     out.print(q)
+    _alerts(stores, out)
     bf, d = demo.brute_force, demo.root.parent
     out.print(f"try: lightsoc timeline {bf.ip} --since all --data-dir {d}", markup=False)
     out.print(
@@ -138,6 +139,22 @@ def _report(stores, demo: DemoFiles, out: Console) -> None:  # noqa: ANN001
         "   # a beacon every ~300 s",
         markup=False,
     )
+
+
+def _alerts(stores, out: Console) -> None:  # noqa: ANN001
+    """What the built-in rules raised while the demo data was ingested."""
+    if not (stores.data_dir / "state.sqlite").exists():
+        out.print("alerts: none raised", markup=False)
+        return
+    from lightsoc.alerts.store import AlertStore
+
+    raised = AlertStore(stores.state).find(limit=1000)
+    t = Table(title=f"alerts raised by the built-in rules ({len(raised)}; `lightsoc alerts`)")
+    for c in ("severity", "rule", "entity", "count"):
+        t.add_column(c, overflow="fold")
+    for a in sorted(raised, key=lambda a: (-a.score, -a.count))[:12]:
+        t.add_row(a.severity, a.rule_name, f"{a.entity_type} {a.entity_value}", f"{a.count:,}")
+    out.print(t)
 
 
 def _hunts(demo: DemoFiles) -> list[tuple[str, ...]]:

@@ -270,3 +270,9 @@ def test_pipeline_with_lookup_from_config(tmp_path: Path, service: Service) -> N
     assert all("intel:domain-check" in ev["rule.name"] for ev in flagged)
     assert all(ev["event.risk_score"] >= 75.0 for ev in flagged)
     assert service.asked == Counter({"evil.example": 1, "good.example": 1, "malware.test": 1})
+
+
+def test_registered_as_an_enricher() -> None:
+    from lightsoc import registry
+
+    assert registry.get("enrichers", "domain_lookup") is DomainLookupEnricher

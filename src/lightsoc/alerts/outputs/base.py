@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from lightsoc.alerts.model import ALERT_KEYS, SEVERITIES
 from lightsoc.config import OutputConfig
 
 __all__ = [
@@ -27,23 +28,8 @@ __all__ = [
     "severity_rank",
 ]
 
-SEVERITIES = ("informational", "low", "medium", "high", "critical")
-ALERT_FIELDS = (
-    "id",
-    "rule.id",
-    "rule.name",
-    "severity",
-    "score",
-    "entity.type",
-    "entity.value",
-    "first_seen",
-    "last_seen",
-    "count",
-    "status",
-    "event_ids",
-    "description",
-    "tags",
-)
+# One definition of an alert's shape: the model's (`Alert.as_dict()` keys).
+ALERT_FIELDS = ALERT_KEYS
 # Options every output accepts; the dispatcher reads them (see dispatcher.py).
 COMMON_OPTIONS = (
     "rate_limit",

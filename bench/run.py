@@ -13,6 +13,9 @@ Cases (kept as data: generator + command + the figure to watch):
               store: flow records/s, and the decoder alone (bench/netflow.py).
   pcap_dns    a 500k-packet DNS capture through `lightsoc ingest` and through
               tshark in the same run: packets/s and the ratio (bench/pcap_dns.py).
+  rules       every loaded Sigma rule (built-in + SigmaHQ) on 1M parsed web
+              events, and pySigma's SQLite backend on the same rules and events
+              in an in-memory SQLite: events/s and the ratio (bench/rules.py).
 
     python bench/run.py [--lines N] [--agg-events N] [--only CASE ...] [--out bench/out]
 """
@@ -208,8 +211,23 @@ def _pcap_line(r: dict) -> str:
     )
 
 
-NETWORK_SUMMARY = {"syslog": _syslog_line, "netflow": _netflow_line, "pcap_dns": _pcap_line}
-CASES = ("ingest", "top10", "syslog", "netflow", "pcap_dns")
+def _rules_line(r: dict) -> str:
+    return (
+        f"rules: {r['rules_loaded']} Sigma rules on {r['events']:,} web events: "
+        f"{r['all_rules_events_per_s']:,} events/s (target >= 500,000); pySigma SQLite backend "
+        f"{r['sqlite_events_per_s']:,} events/s on {r['sqlite_rules']} rules; ratio "
+        f"{r['ratio_same_rules_vs_sqlite']}x same rules, {r['ratio_all_rules_vs_sqlite']}x all "
+        f"(target >= 10x); {len(r['count_disagreements'])} rules with different counts"
+    )
+
+
+NETWORK_SUMMARY = {
+    "syslog": _syslog_line,
+    "netflow": _netflow_line,
+    "pcap_dns": _pcap_line,
+    "rules": _rules_line,
+}
+CASES = ("ingest", "top10", "syslog", "netflow", "pcap_dns", "rules")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(target <= 1 s; fill took {top['fill_seconds']} s)",
             flush=True,
         )
-    for case in ("syslog", "netflow", "pcap_dns"):
+    for case in ("syslog", "netflow", "pcap_dns", "rules"):
         if case in args.only:
             results[case] = _load(case).run(args.out / case)
             print(NETWORK_SUMMARY[case](results[case]), flush=True)

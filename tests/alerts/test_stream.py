@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,7 @@ from lightsoc.pipeline import ProcessedBatch
 from lightsoc.store.base import SourceCounters
 from lightsoc.store.state import StateStore
 from tests.alerts.receivers import HttpReceiver, Reply
+from tests.helpers import wait_until
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
@@ -130,7 +132,7 @@ def test_a_broken_alert_store_is_counted_not_raised(tmp_path):
     assert alerter.stats()["errors"] == 1
 
 
-def test_lazy_alerter_builds_only_for_flagged_batches(tmp_path):
+def test_lazy_alerter_builds_only_for_flagged_batches_and_raises_off_the_caller(tmp_path):
     built: list[StreamAlerter] = []
     state = StateStore.for_data_dir(tmp_path)
 
@@ -141,8 +143,37 @@ def test_lazy_alerter_builds_only_for_flagged_batches(tmp_path):
     lazy = LazyStreamAlerter(make)
     counters = SourceCounters("web", "file")
     lazy(ProcessedBatch(events([{"@timestamp": T0, "event.id": "a", "rule.name": []}]), counters))
-    assert built == [] and lazy.stats() == {}
-    lazy(ProcessedBatch(events([flagged(0, "198.51.100.2", ["sqli"], 50)]), counters))
-    assert len(built) == 1 and lazy.stats()["alerts_changed"] == 1
+    assert built == [] and lazy.stats() == {"pending_rows": 0, "dropped_rows": 0}
+    for i in range(3):  # queued for the worker; grouped into one alert
+        lazy(ProcessedBatch(events([flagged(i, "198.51.100.2", ["sqli"], 50)]), counters))
+    lazy.close()  # raises what is queued, then stops
+    assert len(built) == 1
+    [alert] = AlertStore(state).find(limit=10)
+    assert (alert.entity_value, alert.count) == ("198.51.100.2", 3)
+    lazy(ProcessedBatch(events([flagged(9, "198.51.100.3", ["sqli"], 50)]), counters))
+    assert len(AlertStore(state).find(limit=10)) == 1  # closed: nothing more
+    state.close()
+
+
+def test_lazy_alerter_past_its_queue_limit_counts_instead_of_blocking(tmp_path):
+    state = StateStore.for_data_dir(tmp_path)
+    gate = threading.Event()
+
+    class Slow(StreamAlerter):
+        def raise_for(self, events: pl.DataFrame) -> None:
+            gate.wait(30)
+            super().raise_for(events)
+
+    lazy = LazyStreamAlerter(lambda: Slow(AlertStore(state)), max_pending_rows=2)
+    counters = SourceCounters("web", "file")
+    batch = events([flagged(i, "198.51.100.9", ["sqli"], 50) for i in range(2)])
+    lazy(ProcessedBatch(batch, counters))  # taken by the worker, which waits at the gate
+    wait_until(lambda: lazy.stats()["pending_rows"] == 0, what="the worker to take the rows")
+    lazy(ProcessedBatch(batch, counters))  # queued: 2 rows, the limit
+    lazy(ProcessedBatch(batch, counters))  # over the limit: counted, not queued
+    assert lazy.stats()["dropped_rows"] == 2 and lazy.stats()["pending_rows"] == 2
+    gate.set()
     lazy.close()
+    [alert] = AlertStore(state).find(limit=10)
+    assert alert.count == 4
     state.close()

@@ -14,6 +14,7 @@ The entity is the first of `source.ip` (ip), `user.name` (user),
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -126,8 +127,12 @@ class StreamAlerter:
         self.errors = 0
 
     def __call__(self, done: ProcessedBatch) -> None:
+        self.raise_for(done.events)
+
+    def raise_for(self, events: pl.DataFrame) -> None:
+        """Raise alerts for the flagged rows of `events` (and notify the outputs)."""
         try:
-            candidates = candidates_from_events(done.events, self.levels() if self.levels else None)
+            candidates = candidates_from_events(events, self.levels() if self.levels else None)
             if not candidates:
                 return
             changed = self.store.raise_alerts(candidates)
@@ -156,34 +161,108 @@ def has_flagged(events: pl.DataFrame) -> bool:
     return "rule.name" in events.columns and bool((events["rule.name"].list.len() > 0).any())
 
 
-class LazyStreamAlerter:
-    """A `StreamAlerter` built on the first batch that has flagged events.
+#: what alerting needs of a flagged event (the rest of the row is not kept in memory)
+ALERT_COLUMNS = (
+    "@timestamp",
+    "event.id",
+    "rule.name",
+    "rule.id",
+    "event.risk_score",
+    *(f for f, _ in ENTITY_FIELDS),
+)
 
-    An import of clean logs then never opens the state store or starts the
-    output workers; `close()` flushes the outputs (a no-op if never built).
+
+class LazyStreamAlerter:
+    """Stream alerting off the writer thread, built on the first flagged batch.
+
+    The writer only hands over the flagged rows' few alerting columns; a
+    worker thread groups everything queued since its last pass into
+    candidates and raises them in one go. So a flood of flagged events (a
+    brute force from thousands of addresses) slows alerting, never ingest;
+    past `max_pending_rows` queued rows, further rows are counted in
+    `dropped_rows` and logged, not raised (their events are stored with
+    `rule.name`, so `lightsoc search` still finds them). A clean import never
+    opens the state store or starts the outputs. `close()` raises what is
+    queued (up to `close_seconds`), then flushes and stops the outputs.
     """
 
-    def __init__(self, make: Callable[[], StreamAlerter]) -> None:
+    def __init__(
+        self,
+        make: Callable[[], StreamAlerter],
+        *,
+        max_pending_rows: int = 1_000_000,
+        close_seconds: float = 30.0,
+    ) -> None:
         self._make = make
         self.alerter: StreamAlerter | None = None
+        self.max_pending_rows = max_pending_rows
+        self.close_seconds = close_seconds
+        self.dropped_rows = 0
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
     def __call__(self, done: ProcessedBatch) -> None:
         if not has_flagged(done.events):
             return
-        if self.alerter is None:
-            self.alerter = self._make()
-        self.alerter(done)
+        ev = done.events
+        rows = ev.filter(pl.col("rule.name").list.len() > 0).select(
+            [c for c in ALERT_COLUMNS if c in ev.columns]
+        )
+        with self._cond:
+            if self._closed:
+                return
+            if self._pending_rows + rows.height > self.max_pending_rows:
+                if not self.dropped_rows:
+                    log.warning("stream alerting is behind: flagged rows are not raised as alerts")
+                self.dropped_rows += rows.height
+                return
+            self._pending.append(rows)
+            self._pending_rows += rows.height
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="alerting", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                frames, self._pending, self._pending_rows = self._pending, [], 0
+            try:
+                if self.alerter is None:
+                    self.alerter = self._make()
+                self.alerter.raise_for(pl.concat(frames, how="diagonal_relaxed"))
+            except Exception:  # never let alerting die silently with rows queued
+                log.exception("stream alerting failed for %d rows", sum(f.height for f in frames))
 
     def stats(self) -> dict[str, Any]:
-        return self.alerter.stats() if self.alerter else {}
+        out = self.alerter.stats() if self.alerter else {}
+        with self._cond:
+            out.update(pending_rows=self._pending_rows, dropped_rows=self.dropped_rows)
+        return out
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Flush and stop the outputs (once; later calls do nothing)."""
-        alerter, self._make = self.alerter, _closed
-        if alerter is not None and alerter.dispatcher is not None:
-            alerter.dispatcher.flush(timeout)
-            alerter.dispatcher.close()
-
-
-def _closed() -> StreamAlerter:
-    raise RuntimeError("stream alerting is closed")
+    def close(self, timeout: float | None = None) -> None:
+        """Raise what is queued, then flush and stop the outputs (once)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        wait = self.close_seconds if timeout is None else timeout
+        if thread is not None:
+            thread.join(wait)
+            if thread.is_alive():
+                log.warning(
+                    "stream alerting did not finish in %.0f s; the rest is not raised", wait
+                )
+                return
+        if self.alerter is not None and self.alerter.dispatcher is not None:
+            self.alerter.dispatcher.flush(wait)
+            self.alerter.dispatcher.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ ENTITY_FIELDS = (
     ("host.name", "host"),
 )
 SAMPLE_EVENT_IDS = 20
+RAISE_CHUNK = 200
+BACKGROUND_DUTY = 0.25
 
 
 def severity_for_score(score: float | None) -> str:
@@ -125,6 +128,8 @@ class StreamAlerter:
         self.raised = 0
         self.notified = 0
         self.errors = 0
+        #: share of the time spent raising; the rest sleeps (the background alerter lowers it)
+        self.duty = 1.0
 
     def __call__(self, done: ProcessedBatch) -> None:
         self.raise_for(done.events)
@@ -135,7 +140,13 @@ class StreamAlerter:
             candidates = candidates_from_events(events, self.levels() if self.levels else None)
             if not candidates:
                 return
-            changed = self.store.raise_alerts(candidates)
+            changed = []
+            # short transactions: API token checks and analysts' writes are not kept waiting
+            for i in range(0, len(candidates), RAISE_CHUNK):
+                t0 = time.perf_counter()
+                changed += self.store.raise_alerts(candidates[i : i + RAISE_CHUNK])
+                if self.duty < 1.0:  # leave the CPU (and the GIL) to ingest
+                    time.sleep((time.perf_counter() - t0) * (1.0 / self.duty - 1.0))
         except Exception:  # the events are stored; a broken alert store must not stop ingest
             self.errors += 1
             log.exception("raising alerts for a batch failed")
@@ -237,6 +248,8 @@ class LazyStreamAlerter:
             try:
                 if self.alerter is None:
                     self.alerter = self._make()
+                    # a flood is grouped into fewer, larger passes instead of starving ingest
+                    self.alerter.duty = BACKGROUND_DUTY
                 self.alerter.raise_for(pl.concat(frames, how="diagonal_relaxed"))
             except Exception:  # never let alerting die silently with rows queued
                 log.exception("stream alerting failed for %d rows", sum(f.height for f in frames))

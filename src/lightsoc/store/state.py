@@ -12,6 +12,7 @@ import hmac
 import importlib
 import pkgutil
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ api_tokens = sa.Table(
 )
 
 TOKEN_PREFIX = "lsoc_"
+TOUCH_SECONDS = 60.0
 SCOPES = ("admin", "read", "ingest")
 
 
@@ -109,6 +111,7 @@ class StateStore:
 
     def __init__(self, url: str) -> None:
         self.engine: Engine = sa.create_engine(url, future=True)
+        self._touched: dict[int, float] = {}
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.migrate()
@@ -190,20 +193,36 @@ class StateStore:
         if not token or not token.startswith(TOKEN_PREFIX):
             return None
         digest = hash_token(token)
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(
                     api_tokens.c.id, api_tokens.c.name, api_tokens.c.scope, api_tokens.c.token_hash
                 ).where(api_tokens.c.token_hash == digest, ~api_tokens.c.revoked)
             ).first()
-            if row is None or not hmac.compare_digest(row.token_hash, digest):
-                return None
-            conn.execute(
-                api_tokens.update()
-                .where(api_tokens.c.id == row.id)
-                .values(last_used=datetime.now(UTC))
-            )
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            return None
+        self._touch(row.id)
         return TokenInfo(row.id, row.name, row.scope)
+
+    def _touch(self, token_id: int) -> None:
+        """Record `last_used`, at most once a minute per token, never failing a request.
+
+        Checking a token is a read: a write on every API call would queue
+        behind any long write (alerts being raised) and fail the request.
+        """
+        now = time.monotonic()
+        if now - self._touched.get(token_id, -TOUCH_SECONDS) < TOUCH_SECONDS:
+            return
+        self._touched[token_id] = now
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    api_tokens.update()
+                    .where(api_tokens.c.id == token_id)
+                    .values(last_used=datetime.now(UTC))
+                )
+        except sa.exc.OperationalError:  # busy: last_used is advisory
+            pass
 
     def revoke_tokens(self, name: str) -> int:
         with self.engine.begin() as conn:

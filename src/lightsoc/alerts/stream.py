@@ -266,6 +266,8 @@ class LazyStreamAlerter:
             if self._closed:
                 return
             self._closed = True
+            if self.alerter is not None:
+                self.alerter.duty = 1.0  # ingest is over: the backlog at full speed
             self._cond.notify_all()
             thread = self._thread
         wait = self.close_seconds if timeout is None else timeout

@@ -225,12 +225,22 @@ def test_reraising_a_window_never_double_counts(store: AlertStore) -> None:
     assert store.raise_alerts([cand(T0, count=10, window=win)]) == []  # fewer: still nothing
     [late] = store.raise_alerts([cand(T0, count=15, window=win)])  # late events: only +3
     assert late.change == "updated" and late.alert.count == 15
+    assert store.raise_alerts([cand(T0, count=15, window=win)]) == []  # the +3 was recorded
     # the next window of the same group joins the same alert (within suppression)
     nxt = ("source.ip=203.0.113.7", "2026-11-01T10:05Z", "2026-11-01T10:10Z")
     [second] = store.raise_alerts([cand(T0 + 5 * MIN, count=4, window=nxt)])
     assert second.alert.id == first.alert.id and second.alert.count == 19
     assert store.raise_alerts([cand(T0 + 5 * MIN, count=4, window=nxt)]) == []
     assert store.get(first.alert.id).count == 19
+
+
+def test_a_hit_spanning_two_windows_joins_the_latest(store: AlertStore) -> None:
+    [first] = store.raise_alerts([cand(T0)])
+    [second] = store.raise_alerts([cand(T0 + 61 * MIN)])
+    assert second.change == "new"
+    [spanning] = store.raise_alerts([cand(T0 + 50 * MIN, last=T0 + 70 * MIN)])
+    assert spanning.alert.id == second.alert.id and spanning.alert.count == 2
+    assert store.get(first.alert.id).count == 1
 
 
 def test_window_identity_includes_the_rule_and_survives_reopening(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from lightsoc.alerts.model import (
-    ACTIVE_STATUSES,
     DEFAULT_SUPPRESSION,
     SEVERITIES,
     STATUSES,
@@ -35,15 +34,13 @@ from lightsoc.alerts.model import (
     ChangedAlert,
     EntityScore,
     HistoryEntry,
-    dedup_key,
-    merge_sample,
     severity_rank,
     utc,
-    window_key,
 )
+from lightsoc.alerts.raising import RaiseBatch, alert_from_row
 from lightsoc.alerts.scoring import DEFAULT_HALF_LIFE, LOOKBACK_HALF_LIVES, entity_score
 from lightsoc.store.state import StateStore
-from lightsoc.store.state_alerts import alert_history, alert_lock, alert_windows, alerts
+from lightsoc.store.state_alerts import alert_history, alert_lock, alerts
 
 MAX_LIST = 10_000
 # `raise_alerts` reports each alert once; a stronger change wins when one batch
@@ -98,10 +95,7 @@ class AlertStore:
         now = utc(self.clock())
         with self.engine.begin() as conn:
             _lock(conn)
-            for cand in checked:
-                result = self._raise_one(conn, cand, now)
-                if result is None:
-                    continue
+            for result in RaiseBatch(conn, self.suppression_for, now).run(checked):
                 prev = changed.get(result.alert.id)
                 if prev is None:
                     changed[result.alert.id] = result
@@ -117,106 +111,6 @@ class AlertStore:
 
     def suppression_for(self, cand: AlertCandidate) -> timedelta:
         return cand.suppression or self.rule_suppression.get(cand.rule_id) or self.suppression
-
-    def _raise_one(self, conn: Connection, c: AlertCandidate, now: datetime) -> ChangedAlert | None:
-        assert c.last_seen is not None  # normalised
-        wkey = window_key(c.rule_id, c.window) if c.window is not None else None
-        if wkey is not None:
-            seen = conn.execute(
-                sa.select(alert_windows.c.alert_id, alert_windows.c.count).where(
-                    alert_windows.c.key == wkey
-                )
-            ).first()
-            if seen is not None:
-                # The same window again: only events it did not count before are new.
-                extra = c.count - int(seen.count)
-                if extra <= 0:
-                    return None
-                conn.execute(
-                    alert_windows.update()
-                    .where(alert_windows.c.key == wkey)
-                    .values(count=c.count, raised=now)
-                )
-                row = _select_one(conn, alerts.c.id == seen.alert_id)
-                return self._absorb(conn, row, c, extra, now)
-        key = dedup_key(c.rule_id, c.entity_type, c.entity_value)
-        row = conn.execute(
-            sa.select(alerts)
-            .where(
-                alerts.c.dedup_key == key,
-                alerts.c.first_seen <= c.last_seen,
-                alerts.c.suppress_until > c.first_seen,
-            )
-            .order_by(alerts.c.first_seen.desc(), alerts.c.id.desc())
-            .limit(1)
-        ).first()
-        if row is not None:
-            result = self._absorb(conn, row, c, c.count, now)
-        else:
-            result = ChangedAlert(self._insert(conn, c, key, now), "new")
-        if wkey is not None:
-            conn.execute(
-                alert_windows.insert().values(
-                    key=wkey, alert_id=result.alert.id, count=c.count, raised=now
-                )
-            )
-        return result
-
-    def _insert(self, conn: Connection, c: AlertCandidate, key: str, now: datetime) -> Alert:
-        assert c.last_seen is not None and c.score is not None
-        values: dict[str, Any] = {
-            "dedup_key": key,
-            "rule_id": c.rule_id,
-            "rule_name": c.rule_name,
-            "severity": c.severity,
-            "severity_rank": severity_rank(c.severity),
-            "score": c.score,
-            "entity_type": c.entity_type,
-            "entity_value": c.entity_value,
-            "first_seen": c.first_seen,
-            "last_seen": c.last_seen,
-            "suppress_until": c.first_seen + self.suppression_for(c),
-            "count": c.count,
-            "status": "open",
-            "event_ids": merge_sample([], list(c.event_ids)),
-            "description": c.description,
-            "tags": sorted(set(c.tags)),
-            "created": now,
-            "updated": now,
-        }
-        new_id = conn.execute(alerts.insert().values(**values)).inserted_primary_key[0]
-        return _alert(_select_one(conn, alerts.c.id == new_id))
-
-    def _absorb(
-        self, conn: Connection, row: Row[Any], c: AlertCandidate, add: int, now: datetime
-    ) -> ChangedAlert:
-        """Fold a candidate's hits into an existing alert (its status is left alone)."""
-        assert c.last_seen is not None and c.score is not None
-        old = _alert(row)
-        escalated = severity_rank(c.severity) > severity_rank(old.severity)
-        values: dict[str, Any] = {
-            # an expression, not a Python sum: no update is lost whoever else writes
-            "count": alerts.c.count + add,
-            "first_seen": min(old.first_seen, c.first_seen),
-            "last_seen": max(old.last_seen, c.last_seen),
-            "score": max(old.score, c.score),
-            "event_ids": merge_sample(old.event_ids, list(c.event_ids)),
-            "tags": sorted(set(old.tags) | set(c.tags)),
-            "updated": now,
-        }
-        if escalated:
-            values.update(severity=c.severity, severity_rank=severity_rank(c.severity))
-        if not old.description and c.description:
-            values["description"] = c.description
-        conn.execute(alerts.update().where(alerts.c.id == old.id).values(**values))
-        new = _alert(_select_one(conn, alerts.c.id == old.id))
-        active = old.status in ACTIVE_STATUSES
-        return ChangedAlert(
-            new,
-            "updated" if active else "suppressed",
-            escalated=escalated and active,
-            previous_severity=old.severity if escalated else None,
-        )
 
     # -- reading ---------------------------------------------------------
     def get(self, alert_id: int) -> Alert:
@@ -467,24 +361,4 @@ def _filters(
     return where
 
 
-def _alert(row: Row[Any]) -> Alert:
-    return Alert(
-        id=int(row.id),
-        rule_id=row.rule_id,
-        rule_name=row.rule_name,
-        severity=row.severity,
-        score=float(row.score),
-        entity_type=row.entity_type,
-        entity_value=row.entity_value,
-        first_seen=utc(row.first_seen),
-        last_seen=utc(row.last_seen),
-        count=int(row.count),
-        status=row.status,
-        assignee=row.assignee,
-        case_id=row.case_id,
-        event_ids=list(row.event_ids or []),
-        description=row.description or "",
-        tags=list(row.tags or []),
-        suppress_until=utc(row.suppress_until),
-        updated=utc(row.updated),
-    )
+_alert = alert_from_row

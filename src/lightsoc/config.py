@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ from pydantic import (
 
 from lightsoc.config_example import EXAMPLE
 from lightsoc.config_source import ConfigError, Origin, field_str, read_yaml, validation_error
+from lightsoc.timeutil import Duration
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -321,10 +323,17 @@ class EnrichConfig(_Model):
 
 
 class DetectConfig(_Model):
-    """`rules`: `builtin` and files/directories of Sigma rules; `allow`: field -> values."""
+    """`rules`: `builtin` and files/directories of Sigma rules; `allow`: field -> values.
+
+    `interval`: how often the scheduler runs the correlation rules; `lookback`:
+    how far back each run looks (default twice the interval plus the longest
+    rule timespan, so a late event still lands in its window).
+    """
 
     rules: list[Annotated[str, AfterValidator(_resolve_rules)]] = ["builtin"]
     allow: dict[Annotated[str, AfterValidator(_check_ecs_field)], list[str]] = {}
+    interval: Duration = timedelta(minutes=1)
+    lookback: Duration | None = None
 
 
 class OutputConfig(_Model):
@@ -337,7 +346,14 @@ class OutputConfig(_Model):
 
 
 class AlertsConfig(_Model):
+    """`suppression`: hits of one rule on one entity within it update one alert;
+    `rule_suppression`: the same per rule id; `half_life`: decay of the entity triage score.
+    """
+
     outputs: dict[ComponentId, OutputConfig] = {}
+    suppression: Duration = timedelta(hours=1)
+    rule_suppression: dict[str, Duration] = {}
+    half_life: Duration = timedelta(hours=24)
 
 
 class StoreConfig(_Model):

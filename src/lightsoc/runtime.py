@@ -180,6 +180,7 @@ def stream_alerting(config: Config, stores: Stores, levels: dict[str, str]) -> L
         from lightsoc.alerts.store import AlertStore
 
         outputs = Dispatcher.from_config(config.alerts) if config.alerts.outputs else None
-        return StreamAlerter(AlertStore(stores.state), outputs, levels=lambda: levels)
+        alerts = AlertStore.for_config(stores.state, config)
+        return StreamAlerter(alerts, outputs, levels=lambda: levels)
 
     return LazyStreamAlerter(make)

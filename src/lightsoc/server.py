@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from lightsoc.alerts.store import AlertStore
 from lightsoc.client import remove_server_file, write_server_file
 from lightsoc.config import Config
 from lightsoc.detect.scheduler import start_background as start_correlation_scheduler
@@ -125,7 +126,11 @@ def serve(
     host, port = split_listen(config.web.listen)
     ingest = ingest_source(pipeline)
     app = create_app(
-        stores.events, stores.state, live_metrics=visible_metrics(pipeline), ingest=ingest
+        stores.events,
+        stores.state,
+        live_metrics=visible_metrics(pipeline),
+        ingest=ingest,
+        alerts=AlertStore.for_config(stores.state, config),
     )
     server = _Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)

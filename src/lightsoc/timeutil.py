@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
 
 from lightsoc.store.base import TimeRange
 
@@ -27,3 +30,20 @@ def since_range(since: str, *, now: datetime | None = None) -> TimeRange:
         return TimeRange()
     now = now or datetime.now(UTC)
     return TimeRange(start=now - span, end=None)
+
+
+def _config_duration(value: Any) -> Any:  # noqa: ANN401 - pydantic validates the result
+    """`90s`, `15m`, `24h`, `7d` (also a number of seconds or an ISO 8601 duration)."""
+    if isinstance(value, str) and value.strip() and value.strip()[0].isdigit():
+        return parse_duration(value.strip())
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be a positive duration such as 90s, 15m, 24h or 7d")
+    return value
+
+
+#: a config duration: `90s`, `15m`, `24h`, `7d`, seconds or ISO 8601; positive
+Duration = Annotated[timedelta, BeforeValidator(_config_duration), AfterValidator(_positive)]

@@ -467,3 +467,19 @@ def test_tables_and_queries_compile_for_postgresql() -> None:
     q = sa.select(state_alerts.alerts).where(*_filters(T0, ["open"], "high", HOSTILE, "r"))
     sql = str(q.compile(dialect=dialect))
     assert HOSTILE not in sql and "%(entity_value_1)s" in sql  # bound, not inlined
+
+
+def test_suppression_and_half_life_come_from_the_config(state: StateStore) -> None:
+    from lightsoc.config import parse_config
+
+    config = parse_config(
+        "alerts:\n  suppression: 10m\n  rule_suppression: {spray: 2h}\n  half_life: 90s\n"
+    )
+    store = AlertStore.for_config(state, config)
+    assert (store.suppression, store.half_life) == (10 * MIN, timedelta(seconds=90))
+    store.raise_alerts([cand(T0), cand(T0 + 11 * MIN)])  # 10-minute windows: two alerts
+    store.raise_alerts([cand(T0, rule="spray"), cand(T0 + 11 * MIN, rule="spray")])  # one
+    counts = sorted((a.rule_id, a.count) for a in store.find(limit=10))
+    assert counts == [("spray", 2), ("ssh_brute", 1), ("ssh_brute", 1)]
+    with pytest.raises(Exception, match="alerts.suppression: must be a positive duration"):
+        parse_config("alerts: {suppression: 0s}\n")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
@@ -41,6 +41,9 @@ from lightsoc.alerts.raising import RaiseBatch, alert_from_row
 from lightsoc.alerts.scoring import DEFAULT_HALF_LIFE, LOOKBACK_HALF_LIVES, entity_score
 from lightsoc.store.state import StateStore
 from lightsoc.store.state_alerts import alert_history, alert_lock, alerts
+
+if TYPE_CHECKING:
+    from lightsoc.config import Config
 
 MAX_LIST = 10_000
 # `raise_alerts` reports each alert once; a stronger change wins when one batch
@@ -79,6 +82,19 @@ class AlertStore:
         self.rule_suppression = dict(rule_suppression or {})
         self.half_life = half_life
         self.clock = clock
+
+    @classmethod
+    def for_config(cls, state: StateStore, config: Config | None = None) -> AlertStore:
+        """An alert store with the config's `alerts.suppression`, `rule_suppression`, `half_life`."""
+        if config is None:
+            return cls(state)
+        a = config.alerts
+        return cls(
+            state,
+            suppression=a.suppression,
+            rule_suppression=a.rule_suppression,
+            half_life=a.half_life,
+        )
 
     # -- raising ---------------------------------------------------------
     def raise_alerts(self, candidates: Sequence[AlertCandidate]) -> list[ChangedAlert]:

@@ -113,7 +113,7 @@ def _open(args: argparse.Namespace) -> tuple[Any, Callable[[], None]]:
             "with this --data-dir first)"
         )
     state = StateStore.for_data_dir(config.data_dir, config.store.state)
-    return AlertStore(state), state.close
+    return AlertStore.for_config(state, config), state.close
 
 
 def _who() -> str:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from lightsoc.cli import UsageError, _config, out, safe
     from lightsoc.client import EVENTS_FILE, ReaderError, read_server_file
     from lightsoc.detect.correlation import load_correlations, load_for_config
-    from lightsoc.detect.correlation_eval import run_range
+    from lightsoc.detect.correlation_eval import AllowFilter, run_range
     from lightsoc.store.base import StoreLockedError
     from lightsoc.store.events_duckdb import DuckDBEventStore
     from lightsoc.store.state import StateStore
@@ -97,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
             since = first.column("@timestamp")[0].as_py() if first.num_rows else until
         else:
             since = until - span
-        result = run_range(events, AlertStore(state), loaded.rules, since, until)
+        allow = AllowFilter.for_config(config, state)
+        result = run_range(
+            events, AlertStore.for_config(state, config), loaded.rules, since, until, allow=allow
+        )
     finally:
         events.close()
         state.close()

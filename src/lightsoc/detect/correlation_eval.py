@@ -104,14 +104,52 @@ def needed_fields(rules: Iterable[CorrelationRule]) -> list[str]:
 
 
 def fetch(
-    store: DuckDBEventStore, rules: Sequence[CorrelationRule], start: datetime, end: datetime
+    store: DuckDBEventStore,
+    rules: Sequence[CorrelationRule],
+    start: datetime,
+    end: datetime,
+    allow: AllowFilter | None = None,
 ) -> pl.DataFrame:
-    """The stored events the rules need for windows overlapping [start, end)."""
+    """The stored events the rules need for windows overlapping [start, end).
+
+    With `allow`, events the allow list trusts are left out: stored events do
+    not keep the stream's `_allowed` mark, so it is computed again here.
+    """
     if not rules:
         return pl.DataFrame()
     tr = TimeRange(fetch_start(rules, start), end)
-    table = store.read_range(tr, needed_fields(rules))
-    return pl.from_arrow(table)  # type: ignore[return-value]
+    fields = needed_fields(rules)
+    if allow is not None:
+        fields = sorted(set(fields) | set(allow.fields()))
+    events: pl.DataFrame = pl.from_arrow(store.read_range(tr, fields))  # type: ignore[assignment]
+    return allow(events) if allow is not None else events
+
+
+class AllowFilter:
+    """Drops events the allow list (`detect.allow` plus `lightsoc intel allow`) trusts."""
+
+    def __init__(self, allow: dict[str, list[str]], state: Any = None) -> None:  # noqa: ANN401
+        from lightsoc.enrich.allowlist import AllowListEnricher
+
+        self.enricher = AllowListEnricher({"allow": allow, "state": state})
+
+    def fields(self) -> list[str]:
+        self.enricher.refresh()
+        r = self.enricher.rules
+        names = {*r.nets, *r.domains, *r.exact}
+        return [n for n in names if n in schema.POLARS_SCHEMA]
+
+    def __call__(self, events: pl.DataFrame) -> pl.DataFrame:
+        from lightsoc.enrich.allowlist import ALLOWED
+
+        marked = self.enricher.enrich(events)
+        if ALLOWED not in marked.columns:
+            return events
+        return marked.filter(~pl.col(ALLOWED).fill_null(False)).drop(ALLOWED)
+
+    @classmethod
+    def for_config(cls, config: Config, state: Any = None) -> AllowFilter:  # noqa: ANN401
+        return cls({k: list(v) for k, v in config.detect.allow.items()}, state)
 
 
 def _matches(rule: CorrelationRule, events: pl.DataFrame) -> pl.DataFrame:
@@ -332,16 +370,17 @@ def run_rules(
     rules: Sequence[CorrelationRule],
     start: datetime,
     end: datetime,
+    allow: AllowFilter | None = None,
 ) -> RunResult:
     """Evaluate `rules` over [start, end) of the store and raise their alerts (idempotent).
 
     `alerts` may be a factory: it is called only when a window fires, so a
-    clean import never opens the state store.
+    clean import never opens the state store. Events `allow` trusts are not counted.
     """
     result = RunResult(rules=len(rules))
     if not rules or start >= end:
         return result
-    events = fetch(store, rules, start, end)
+    events = fetch(store, rules, start, end, allow)
     for rule in rules:
         try:
             cands = evaluate(rule, events, start, end)
@@ -367,6 +406,7 @@ def run_range(
     start: datetime,
     end: datetime,
     step: timedelta = DEFAULT_STEP,
+    allow: AllowFilter | None = None,
 ) -> RunResult:
     """`run_rules` over a long range in bounded steps (memory stays bounded).
 
@@ -384,7 +424,7 @@ def run_range(
             break
         a = max(a, nxt.column("@timestamp")[0].as_py())
         b = min(end, a + step)
-        total.add(run_rules(store, alerts, rules, a, b))
+        total.add(run_rules(store, alerts, rules, a, b, allow))
         a = b
     return total
 
@@ -399,12 +439,16 @@ def run_imported(config: Config, stores: Stores, first: datetime, last: datetime
 
     try:
         rules = load_for_config(config.detect.rules, stores.data_dir).rules
+        # the state store's allow entries count only if it exists already
+        has_state = stores.state_url != "sqlite" or (stores.data_dir / "state.sqlite").exists()
+        state = stores.state if has_state else None
         res = run_range(
             stores.events,
-            lambda: AlertStore(stores.state),
+            lambda: AlertStore.for_config(stores.state, config),
             rules,
             first,
             last + timedelta(microseconds=1),
+            allow=AllowFilter.for_config(config, state),
         )
     except Exception as exc:  # the events are stored; `lightsoc detect` can redo this
         log.exception("correlation over the imported span failed")

@@ -19,6 +19,7 @@ import polars as pl
 from lightsoc.detect.sigma import prefilter
 from lightsoc.detect.sigma.compiler import CompiledRule, LoadResult, RuleError, load_path
 from lightsoc.detect.sigma.values import LOWER_PREFIX, add_lowered
+from lightsoc.enrich.allowlist import ALLOWED
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class RuleSet:
         """The flagged batch and, per matching rule, its row indices."""
         if not self.rules or df.height == 0:
             return Evaluation(df)
-        hits = self._matches(df)
+        hits = _drop_allowed(df, self._matches(df))
         if not hits:
             return Evaluation(df)
         order = sorted(hits)  # rule order: names/ids listed as the rules were loaded
@@ -228,6 +229,21 @@ class RuleSet:
     # detectors in the pipeline are called like enrichers
     def detect(self, df: pl.DataFrame) -> pl.DataFrame:
         return self.evaluate(df)
+
+
+def _drop_allowed(df: pl.DataFrame, hits: dict[int, pl.Series]) -> dict[int, pl.Series]:
+    """Hits without the rows the allow list trusts (`detect.allow`, `intel allow`).
+
+    Allowed rows are still stored and searchable; no rule flags them and no
+    alert names them.
+    """
+    if not hits or ALLOWED not in df.columns:
+        return hits
+    allowed = df.get_column(ALLOWED).fill_null(False)
+    if not allowed.any():
+        return hits
+    kept = {i: rows.filter(~allowed.gather(rows)) for i, rows in hits.items()}
+    return {i: rows for i, rows in kept.items() if len(rows)}
 
 
 def _with_columns(df: pl.DataFrame, needed: set[str]) -> pl.DataFrame:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightsoc.detect.correlation import CorrelationRule, load_for_config
-from lightsoc.detect.correlation_eval import RunResult, run_rules
+from lightsoc.detect.correlation_eval import AllowFilter, RunResult, run_rules
 
 if TYPE_CHECKING:
     from lightsoc.alerts.store import AlertStore
@@ -60,6 +60,7 @@ class CorrelationScheduler:
         max_catchup: timedelta = DEFAULT_MAX_CATCHUP,
         alerts: AlertStore | None = None,
         notify: Callable[[list[dict[str, Any]]], None] | None = None,
+        allow: AllowFilter | None = None,
     ) -> None:
         from lightsoc.alerts.store import AlertStore
         from lightsoc.store.state_detect import WatermarkStore
@@ -76,6 +77,7 @@ class CorrelationScheduler:
         self.alerts = alerts or AlertStore(state)
         self.watermarks = WatermarkStore(state)
         self.notify = notify
+        self.allow = allow
         self.runs = 0
         self.last: RunResult | None = None
 
@@ -96,7 +98,7 @@ class CorrelationScheduler:
             a = start
             while a < until:
                 b = min(until, a + self.step)
-                res = run_rules(self.events, self.alerts, rules, a, b)
+                res = run_rules(self.events, self.alerts, rules, a, b, self.allow)
                 total.add(res)
                 self.watermarks.set_many([r.id for r in rules if r.id not in res.failed], b)
                 a = b
@@ -134,6 +136,12 @@ def from_config(
     loaded = load_for_config(config.detect.rules, data_dir)
     if not loaded.rules:
         return None
+    from lightsoc.alerts.store import AlertStore
+
+    kw.setdefault("allow", AllowFilter.for_config(config, stores.state))
+    kw.setdefault("alerts", AlertStore.for_config(stores.state, config))
+    kw.setdefault("interval", config.detect.interval)
+    kw.setdefault("lookback", config.detect.lookback)
     return CorrelationScheduler(stores.events, stores.state, loaded.rules, **kw)
 
 

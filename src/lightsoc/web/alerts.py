@@ -71,9 +71,9 @@ def _duration(text: str, name: str) -> timedelta | None:
         raise HTTPException(400, f"{name}: {exc}") from None
 
 
-def create_alerts_router(state: StateStore) -> APIRouter:
+def create_alerts_router(state: StateStore, store: AlertStore | None = None) -> APIRouter:
     """The /api/v1/alerts and /api/v1/entities routes over `state`'s alerts."""
-    store = AlertStore(state)
+    store = store or AlertStore(state)
     Reader = Annotated[TokenInfo, Depends(_token_dependency(state, READ_SCOPES, "read"))]
     Writer = Annotated[TokenInfo, Depends(_token_dependency(state, WRITE_SCOPES, "change alerts"))]
     router = APIRouter(prefix="/api/v1")

@@ -23,6 +23,7 @@ from lightsoc.timeutil import since_range
 from lightsoc.web.alerts import create_alerts_router
 
 if TYPE_CHECKING:
+    from lightsoc.alerts.store import AlertStore
     from lightsoc.sources.http import HttpSource
 
 _bearer = HTTPBearer(auto_error=False)
@@ -35,6 +36,7 @@ def create_app(
     *,
     live_metrics: Callable[[], dict[str, Any]] | None = None,
     ingest: "HttpSource | None" = None,
+    alerts: "AlertStore | None" = None,
 ) -> FastAPI:
     """The API; with an `ingest` source also POST /api/v1/ingest and the
     Elasticsearch-compatible surface at root paths (`/`, `/_bulk`, ...)."""
@@ -146,7 +148,7 @@ def create_app(
     def stats(_auth: Auth) -> dict[str, Any]:
         return merged_stats(events, live_metrics() if live_metrics else None)
 
-    app.include_router(create_alerts_router(state))
+    app.include_router(create_alerts_router(state, alerts))
 
     if ingest is not None:
         from lightsoc.web.es_compat import install_es_compat

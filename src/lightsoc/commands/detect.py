@@ -1,10 +1,12 @@
-"""`lightsoc detect`: rerun the correlation rules over stored events.
+"""`lightsoc detect`: rerun the stream and correlation rules over stored events.
 
     lightsoc detect [--since 24h] [--until 2026-11-29T12:00:00Z] [--rules DIR...] [--format table|json]
 
 Windows are epoch-aligned and the alert store makes re-raising a window
 idempotent, so running this twice, or over a range the scheduler has already
 covered, never duplicates an alert: it adds only events not counted before.
+Stream rules raise only hits the stream did not record (a rule added or
+changed since the events were stored; see `detect.rerun`).
 The event store is opened read-only; while `lightsoc run` holds it, its own
 scheduler is running the same rules.
 """
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 NAME = "detect"
-HELP = "rerun the correlation rules over stored events (no duplicate alerts)"
+HELP = "rerun the stream and correlation rules over stored events (no duplicate alerts)"
 
 
 def add_arguments(parser: argparse.ArgumentParser, common: Callable[..., None]) -> None:
@@ -58,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
     from lightsoc.alerts.store import AlertStore
     from lightsoc.cli import UsageError, _config, out, safe
     from lightsoc.client import EVENTS_FILE, ReaderError, read_server_file
+    from lightsoc.detect.build import build_ruleset
     from lightsoc.detect.correlation import load_correlations, load_for_config
     from lightsoc.detect.correlation_eval import AllowFilter, run_range
+    from lightsoc.detect.rerun import rerun_stream_rules
+    from lightsoc.detect.ruleset import RuleSet
     from lightsoc.store.base import StoreLockedError
     from lightsoc.store.events_duckdb import DuckDBEventStore
     from lightsoc.store.state import StateStore
@@ -73,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise UsageError(f"--rules: no such file or directory: {', '.join(missing)}")
         loaded = load_correlations(args.rules)
+        stream_rules = RuleSet.load(args.rules)
     else:
         loaded = load_for_config(config.detect.rules, config.data_dir)
+        stream_rules = None
     path = config.data_dir / EVENTS_FILE
     if not path.exists():
         raise ReaderError(
@@ -98,9 +105,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             since = until - span
         allow = AllowFilter.for_config(config, state)
-        result = run_range(
-            events, AlertStore.for_config(state, config), loaded.rules, since, until, allow=allow
-        )
+        alerts = AlertStore.for_config(state, config)
+        if stream_rules is None:
+            stream_rules = build_ruleset(config, config.data_dir, state)
+        stream = rerun_stream_rules(events, alerts, stream_rules, since, until, allow=allow)
+        result = run_range(events, alerts, loaded.rules, since, until, allow=allow)
     finally:
         events.close()
         state.close()
@@ -109,10 +118,18 @@ def run(args: argparse.Namespace) -> int:
         "until": until.isoformat(),
         **result.as_dict(),
         "rules_failed": [str(f) for f in loaded.failures],
+        "stream": stream.as_dict(),
     }
     if args.format == "json":
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
     else:
+        out.print(
+            safe(
+                f"stream: {stream.rules} rule(s) over {stream.events:,} stored event(s): "
+                f"{stream.hits} hit(s) not alerted before, {stream.new} new alert(s), "
+                f"{stream.updated} updated"
+            )
+        )
         out.print(
             safe(
                 f"correlation: {result.rules} rule(s) over {since:%Y-%m-%d %H:%M:%S}.."

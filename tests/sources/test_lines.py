@@ -178,7 +178,7 @@ def test_chunked_feeding_reconstructs_every_line(data, cuts, max_line):
         frame, s = sp.feed(data[a:b])
         got += records(frame)
         skipped += s
-        assert len(sp.pending) <= max_line
+        assert len(sp.pending) <= max_line + sp.pending.endswith(b"\r")  # a CR may start CRLF
         assert sp.tail == data[: sp.offset][-LineSplitter.TAIL :]
     frame, s = sp.flush()
     got += records(frame)

@@ -74,7 +74,8 @@ class LineSplitter:
     `offset` is the stream position up to which every byte has been turned
     into records, counted as empty or discarded (the tail of an oversize
     line): the position to commit. `pending` holds the bytes read after it
-    (an unterminated line), at most `max_line_bytes` of them. `tail` holds
+    (an unterminated line), at most `max_line_bytes` of them (plus a CR that
+    may start the line's CRLF). `tail` holds
     the last `TAIL` bytes before `offset` (fewer near the start), which
     identify the stream at that position; a splitter created at an offset
     other than 0 learns them from its caller.
@@ -114,7 +115,9 @@ class LineSplitter:
         frame, consumed, skipped = split_lines(data, start, self.max_line_bytes)
         rest = data[consumed:]
         self.offset = start + consumed
-        if len(rest) > self.max_line_bytes:  # an oversize line: keep its head, skip its tail
+        # a trailing CR may start a CRLF: "abc\r" is not yet longer than a 3-byte limit
+        if len(rest) - rest.endswith(b"\r") > self.max_line_bytes:
+            # an oversize line: keep its head, skip its tail
             head = lines_from_list([rest], [self.offset], self.max_line_bytes)
             frame = pl.concat([frame, head]) if frame.height else head
             self.offset += len(rest)

@@ -9,8 +9,9 @@ from pathlib import Path
 from lightsoc.alerts.store import AlertStore
 from lightsoc.config import load_config
 from lightsoc.runtime import open_stores
+from tests.alerts.receivers import HttpReceiver, Reply
 from tests.cli_helpers import in_process
-from tests.detect.test_correlation import at, web_hit
+from tests.detect.test_correlation import BRUTE, CORR, at, ssh_fail, web_hit
 
 SQLI = "/item.php?id=1%20union%20select%20user,password%20from%20users"
 TRAVERSAL = "/download?file=../../../../etc/passwd"
@@ -85,3 +86,31 @@ def test_hits_the_stream_alerted_are_not_raised_again(tmp_path: Path, capsys) ->
     res = _detect(capsys, cfg, "--since", "4h", "--until", at(180).isoformat())
     assert res["stream"]["events"] == 60 and res["stream"]["hits"] == 0
     assert _alerts(cfg) == live
+
+
+def test_new_alerts_of_an_import_and_a_rerun_go_to_the_outputs(tmp_path: Path, capsys) -> None:
+    receiver = HttpReceiver(Reply(200, {"ok": True}))
+    try:
+        cfg = tmp_path / "lightsoc.yml"
+        hook = f"alerts:\n  outputs:\n    hook: {{type: webhook, url: '{receiver.url}/in'}}\n"
+        cfg.write_text(f"data_dir: {tmp_path / 'data'}\ndetect:\n  rules: [{CORR}]\n{hook}")
+        burst = [ssh_fail(at(1 + i * 0.1), "203.0.113.5", port=4000 + i) for i in range(12)]
+        log = tmp_path / "auth.log"
+        log.write_text("\n".join(burst) + "\n")
+        code, out, err = in_process(capsys, "ingest", log, "--config", cfg, "--json")
+        assert code == 0, err
+        assert json.loads(out)["correlation"]["outputs"] == {"hook": 1}
+        sent = receiver.wait(1)[0].json()["alerts"]
+        assert [(a["rule.id"], a["entity.value"]) for a in sent] == [(BRUTE, "203.0.113.5")]
+        # a rerun with a fresh alert history: the same alert is new again and sent,
+        # unless --no-outputs
+        (tmp_path / "data" / "state.sqlite").unlink()
+        until = ["--since", "3h", "--until", at(180).isoformat()]
+        quiet = _detect(capsys, cfg, *until, "--no-outputs")
+        assert quiet["alerts_new"] == 1 and quiet["outputs"] == {}
+        (tmp_path / "data" / "state.sqlite").unlink()
+        loud = _detect(capsys, cfg, *until)
+        assert loud["outputs"] == {"hook": {"sent": 1, "failed": 0}}
+        assert len(receiver.wait(2)) == 2
+    finally:
+        receiver.close()

@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser, common: Callable[..., None]) 
         metavar="PATH",
         help="rule files/directories instead of detect.rules and <data_dir>/rules",
     )
+    parser.add_argument(
+        "--no-outputs",
+        action="store_true",
+        help="do not send the new and escalated alerts to alerts.outputs",
+    )
     parser.add_argument("--format", choices=["table", "json"], default="table")
     common(parser)
 
@@ -57,6 +62,7 @@ def _parse_time(text: str) -> datetime:
 def run(args: argparse.Namespace) -> int:
     import orjson
 
+    from lightsoc.alerts.outputs.dispatcher import send_once
     from lightsoc.alerts.store import AlertStore
     from lightsoc.cli import UsageError, _config, out, safe
     from lightsoc.client import EVENTS_FILE, ReaderError, read_server_file
@@ -113,12 +119,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         events.close()
         state.close()
+    sent = {} if args.no_outputs else send_once(config.alerts, stream.changed + result.changed)
     summary = {
         "since": since.isoformat(),
         "until": until.isoformat(),
         **result.as_dict(),
         "rules_failed": [str(f) for f in loaded.failures],
         "stream": stream.as_dict(),
+        "outputs": {k: {"sent": v["sent"], "failed": v["failed"]} for k, v in sent.items()},
     }
     if args.format == "json":
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
@@ -137,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{result.new} new alert(s), {result.updated} updated"
             )
         )
+        for oid, v in sent.items():
+            out.print(safe(f"output {oid}: {v['sent']} alert(s) sent, {v['failed']} failed"))
         for f in loaded.failures:
             out.print(safe(f"not loaded: {f}"))
         for e in result.errors:

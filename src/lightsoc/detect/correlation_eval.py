@@ -453,4 +453,15 @@ def run_imported(config: Config, stores: Stores, first: datetime, last: datetime
     except Exception as exc:  # the events are stored; `lightsoc detect` can redo this
         log.exception("correlation over the imported span failed")
         return {"errors": [f"{type(exc).__name__}: {exc}"]}
-    return res.as_dict()
+    summary = res.as_dict()
+    try:  # like the stream's alerts during the import, new ones go to the outputs
+        from lightsoc.alerts.outputs.dispatcher import send_once
+
+        sent = send_once(config.alerts, res.changed)
+    except Exception as exc:  # a broken output never fails the import
+        log.exception("sending the imported span's correlation alerts failed")
+        summary["errors"] = [*summary.get("errors", []), f"outputs: {exc}"]
+    else:
+        if sent:
+            summary["outputs"] = {k: v.get("sent", 0) for k, v in sent.items()}
+    return summary

@@ -296,3 +296,20 @@ class Dispatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def send_once(
+    config: AlertsConfig, changed: Sequence[Any], timeout: float = 30.0
+) -> dict[str, Any]:
+    """Send the new and escalated alerts of a one-shot run (ingest pass, `lightsoc detect`).
+
+    Returns the outputs' counters; nothing is sent (and no output is built)
+    when no output is configured or nothing is worth a notification.
+    """
+    to_send = [c.alert.as_dict() for c in changed if c.notify]
+    if not config.outputs or not to_send:
+        return {}
+    with Dispatcher.from_config(config) as dispatcher:
+        dispatcher.notify(to_send)
+        dispatcher.flush(timeout)
+        return dispatcher.stats()

@@ -197,3 +197,75 @@ def test_auto_detects_eve() -> None:
 def test_arbitrary_lines_never_raise(lines: list[str]) -> None:
     out = run(lines)
     assert out.height == len(lines)
+
+
+# fileinfo with file hashing and libmagic on, as Suricata writes it (a real sensor's line of
+# an HTTP PDF download, published with its hashes)
+FILEINFO_HASHED = (
+    '{"timestamp":"2016-10-10T13:17:47.073303-0500","flow_id":607337898656215,'
+    '"event_type":"fileinfo","vlan":95,"src_ip":"141.211.32.32","src_port":80,'
+    '"dest_ip":"192.168.1.1","dest_port":51716,"proto":"TCP","http":{"hostname":'
+    '"www.isr.umich.edu","url":"\\/cps\\/M-ABLE\\/materials\\/EEWE\\/Business%20Plan%20'
+    'Template.pdf","http_user_agent":"Mozilla\\/5.0 (Windows NT 6.1; Win64; x64; rv:49.0) '
+    'Gecko\\/20100101 Firefox\\/49.0","http_content_type":"application\\/pdf","http_refer":'
+    '"https:\\/\\/www.google.com\\/","http_method":"GET","protocol":"HTTP\\/1.1","status":200,'
+    '"length":748225},"app_proto":"http","fileinfo":{"filename":"\\/cps\\/M-ABLE\\/materials'
+    '\\/EEWE\\/Business Plan Template.pdf","magic":"PDF document, version 1.3","state":"CLOSED",'
+    '"md5":"0e26bfdecba382074c4b14d048ccd516","sha1":"e70f41a89c5389e97e489fbcb5818d6f17cb15ce",'
+    '"sha256":"acdebd0906bbe479fd70be0cbe2c08067562d5590afff6aa88140f029465a67d",'
+    '"stored":false,"size":982,"tx_id":0}}'
+)
+
+
+def test_fileinfo_with_hashes() -> None:
+    row = run([FILEINFO_HASHED]).row(0, named=True)
+    assert row[OK] and row["event.dataset"] == "suricata.fileinfo"
+    assert (row["event.category"], row["event.type"], row["event.kind"]) == (
+        "file",
+        "info",
+        "event",
+    )
+    assert row["file.path"] == "/cps/M-ABLE/materials/EEWE/Business Plan Template.pdf"
+    assert row["file.name"] == "Business Plan Template.pdf"
+    assert row["file.size"] == 982
+    assert row["file.hash.md5"] == "0e26bfdecba382074c4b14d048ccd516"
+    assert row["file.hash.sha1"] == "e70f41a89c5389e97e489fbcb5818d6f17cb15ce"
+    assert row["file.hash.sha256"] == (
+        "acdebd0906bbe479fd70be0cbe2c08067562d5590afff6aa88140f029465a67d"
+    )
+    assert "file.mime_type" not in row  # libmagic's text is no MIME type: it goes to labels
+    assert json.loads(row["labels"]) == {
+        "suricata.flow_id": "607337898656215",
+        "suricata.file_magic": "PDF document, version 1.3",
+        "suricata.file_state": "CLOSED",
+    }
+    # the flow and the HTTP transaction the file came with
+    assert (row["source.ip"], row["source.port"], row["destination.ip"]) == (
+        "141.211.32.32",
+        80,
+        "192.168.1.1",
+    )
+    assert row["url.domain"] == "www.isr.umich.edu"
+    assert row["url.original"] == "/cps/M-ABLE/materials/EEWE/Business%20Plan%20Template.pdf"
+    assert row["http.response.status_code"] == 200 and row["network.protocol"] == "http"
+
+
+def test_fileinfo_real_lines_without_hashes() -> None:
+    """The capture's fileinfo records: HTTP bodies, hashing off; sizes and paths still mapped."""
+    lines = [ln for ln in eve_lines() if '"event_type":"fileinfo"' in ln]
+    out = run(lines)
+    assert out[OK].all() and out.height == 3
+    assert out["file.path"].to_list() == ["/", "/", "/HNAP1/"]
+    assert out["file.name"].to_list() == [None] * 3  # a path ending in "/" names no file
+    assert out["file.size"].to_list() == [47, 47, 535]
+    for col in ("file.hash.md5", "file.hash.sha1", "file.hash.sha256"):
+        assert out[col].null_count() == 3
+    assert out["labels"].str.contains('"suricata.file_state":"TRUNCATED"').to_list() == [
+        False,
+        False,
+        True,
+    ]
+    # no other event type gets file fields
+    others = run([ln for ln in eve_lines()[:500] if '"fileinfo"' not in ln])
+    assert others["file.path"].null_count() == others.height
+    assert others.filter(pl.col("event.category") == "file").height == 0

@@ -1,4 +1,4 @@
-"""Threat-intel matching in the stream: IPs, CIDRs, domains (and parents), URLs.
+"""Threat-intel matching in the stream: IPs, CIDRs, domains (and parents), URLs, file hashes.
 
 Indicators come from the state store (`lightsoc intel load`). The matcher
 keeps them as polars frames and resolves each *distinct* value of a batch
@@ -12,6 +12,11 @@ once (cached across batches in a `FrameCache`), then joins the answers back:
   domains; an IP literal in `url.domain` is matched as an IP.
 - `url.original` (with `url.domain` in front when it holds only a path):
   normalised with `intel_formats.normalise_url` and joined against the URLs.
+- `file.hash.md5`, `file.hash.sha1`, `file.hash.sha256`: lower-cased and
+  joined against the hash indicators of that type. Loaders keep only hex
+  strings of 32/40/64/128 digits, and the length is the type (MD5, SHA-1,
+  SHA-256, SHA-512): a STIX `file:hashes.'SHA-256'`, a MISP `sha256` or a
+  plain-list line of 64 digits all land in the SHA-256 lookup.
 
 Per row the most confident match wins (then the most specific). Matched rows
 get `threat.indicator.*`, `threat.feed.name`, `threat.enrichments.matched.*`,
@@ -63,7 +68,12 @@ MATCH_FIELDS = {
     "url.domain": "domain",
     "destination.domain": "domain",
     "url.original": "url",
+    "file.hash.md5": "md5",
+    "file.hash.sha1": "sha1",
+    "file.hash.sha256": "sha256",
 }
+#: hash indicator type by its number of hex digits
+HASH_TYPES = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 ALLOWED = "_allowed"
 _KEY, _IDX, _RANK = "__i_key", "__i_idx", "__i_rank"
 _I64 = pl.Int64
@@ -119,6 +129,10 @@ class IntelIndex:
                     )
                 else:
                     self.cidr6.append((net, i, rank))
+            elif r.kind == "hash":  # one frame per hash type: a digest only meets its own kind
+                by_kind.setdefault(HASH_TYPES.get(len(r.value), "hash"), []).append(
+                    (r.value.lower(), i, rank)
+                )
             else:
                 by_kind.setdefault(r.kind, []).append((r.value, i, rank))
         self.frames = {
@@ -193,6 +207,23 @@ class IntelIndex:
             )
         return found
 
+    def _resolve_hash(self, kind: str, keys: pl.DataFrame) -> list[pl.DataFrame]:
+        frame = self.frames.get(kind)
+        if frame is None:
+            return []
+        # sensors log hex in either case; indicators are stored lower-case
+        cand = keys.with_columns(pl.col(_KEY).str.strip_chars().str.to_lowercase().alias("__cand"))
+        return [cand.join(frame.rename({_KEY: "__cand"}), on="__cand", how="inner").drop("__cand")]
+
+    def resolve_md5(self, keys: pl.DataFrame) -> list[pl.DataFrame]:
+        return self._resolve_hash("md5", keys)
+
+    def resolve_sha1(self, keys: pl.DataFrame) -> list[pl.DataFrame]:
+        return self._resolve_hash("sha1", keys)
+
+    def resolve_sha256(self, keys: pl.DataFrame) -> list[pl.DataFrame]:
+        return self._resolve_hash("sha256", keys)
+
     def resolve_url(self, keys: pl.DataFrame) -> list[pl.DataFrame]:
         frame = self.frames.get("url")
         if frame is None:
@@ -207,7 +238,7 @@ class IntelIndex:
 
 @register("enrichers", "intel")
 class IntelEnricher(Enricher):
-    """Match IPs, CIDRs, domains and URLs against the loaded indicators."""
+    """Match IPs, CIDRs, domains, URLs and file hashes against the loaded indicators."""
 
     outputs = (*THREAT_FIELDS, "rule.name", "rule.id", "event.risk_score")
 

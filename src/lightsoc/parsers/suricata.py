@@ -20,6 +20,11 @@ and sometimes `http`):
 - `alert`: `signature` -> `message`, `severity` -> `event.severity`,
   `signature_id`/`category`/`severity` (and `gid`, `rev`) -> labels,
   `action` -> `event.action`; `event.kind` is "alert".
+- `fileinfo` (a file seen in HTTP, SMTP, FTP, SMB ... traffic): `filename`
+  -> `file.path` (for HTTP the URL path) and its last segment -> `file.name`,
+  `size` -> `file.size`, `md5`/`sha1`/`sha256` -> `file.hash.*` (the threat
+  intel matcher looks these up); `magic` (libmagic's description, not a MIME
+  type) and `state` -> labels.
 
 A record is `_ok` when it is a JSON object with an `event_type` and a
 readable `timestamp`. Decoding is line-bounded (`nginx_json.decode_objects`);
@@ -53,6 +58,7 @@ _TOP = [
     "dns",
     "http",
     "alert",
+    "fileinfo",
 ]
 _NESTED = {
     "flow": ["pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient", "start", "end"],
@@ -68,6 +74,7 @@ _NESTED = {
         "length",
     ],
     "alert": ["action", "gid", "signature_id", "rev", "signature", "category", "severity"],
+    "fileinfo": ["filename", "size", "md5", "sha1", "sha256", "magic", "state"],
 }
 _CATEGORY = {
     "flow": ("network", "connection"),
@@ -75,6 +82,7 @@ _CATEGORY = {
     "dns": ("network", "protocol"),
     "http": ("web", "access"),
     "alert": ("intrusion_detection", "info"),
+    "fileinfo": ("file", "info"),
 }
 
 
@@ -143,6 +151,7 @@ class SuricataEveParser(Parser):
         action = c("alert.action")
         status = c("http.status").cast(pl.Int32, strict=False)
         app = c("app_proto").str.to_lowercase()
+        fname = c("fileinfo.filename")
         body = df.select(
             c("_ts").alias("@timestamp"),
             _blank(c("src_ip")).alias("source.ip"),
@@ -180,6 +189,12 @@ class SuricataEveParser(Parser):
             c("http.http_refer").alias("http.request.referrer"),
             c("http.protocol").str.strip_prefix("HTTP/").alias("http.version"),
             c("http.length").alias("http.response.body.bytes"),
+            _blank(fname).alias("file.path"),
+            _blank(fname.str.replace(r"^.*[/\\]", "")).alias("file.name"),
+            c("fileinfo.size").alias("file.size"),
+            _blank(c("fileinfo.md5")).alias("file.hash.md5"),
+            _blank(c("fileinfo.sha1")).alias("file.hash.sha1"),
+            _blank(c("fileinfo.sha256")).alias("file.hash.sha256"),
             pl.when(is_alert).then(outcome_expr(status)).alias("event.outcome"),
             c("alert.signature").alias("message"),
             c("alert.severity").alias("event.severity"),
@@ -200,6 +215,8 @@ class SuricataEveParser(Parser):
                     "suricata.signature_rev": c("alert.rev"),
                     "suricata.category": c("alert.category"),
                     "suricata.severity": c("alert.severity"),
+                    "suricata.file_magic": c("fileinfo.magic"),
+                    "suricata.file_state": c("fileinfo.state"),
                 }
             ).alias("labels"),
             pl.concat_str(pl.lit("suricata."), et).alias("event.dataset"),

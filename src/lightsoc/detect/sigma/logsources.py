@@ -15,7 +15,7 @@ supported one here has:
 | category webserver                  | event.category == "web" (nginx/apache access+error, JSON, zeek.http) |
 | category proxy                      | event.dataset zeek.http, or starting proxy / squid (a forward proxy's access log: set `dataset: proxy` on its source) |
 | category dns                        | event.dataset in dns, zeek.dns, suricata.dns           |
-| category firewall                   | event.dataset in iptables, netflow, zeek.conn, suricata.flow/alert/drop |
+| category firewall                   | event.dataset in iptables, netflow, argus, zeek.conn, suricata.flow/alert/drop |
 | product zeek, service conn/dns/http | event.dataset == zeek.<service>                        |
 | product linux (no service)          | Linux system logs: syslog, sshd, sudo, su, cron, postfix, dovecot, ... |
 | product linux, service sshd / sudo / auth | event.dataset sshd / sudo / sshd+sudo+su (or process.name) |
@@ -228,7 +228,13 @@ SPECS: list[LogSourceSpec] = [
         None,
         None,
         _dataset_in(
-            "iptables", "netflow", "zeek.conn", "suricata.flow", "suricata.alert", "suricata.drop"
+            "iptables",
+            "netflow",
+            "argus",
+            "zeek.conn",
+            "suricata.flow",
+            "suricata.alert",
+            "suricata.drop",
         ),
         _FIREWALL,
     ),

@@ -30,7 +30,7 @@ TEMPLATE_ACTIONS: dict[str, tuple[str, str] | None] = {
     "E8": ("ssh_login", "failure"),
     "E9": ("ssh_login", "failure"),
     "E10": ("ssh_login", "failure"),
-    "E11": None,  # fatal: Write failed: Connection reset by peer [preauth]
+    "E11": ("ssh_disconnect_preauth", "failure"),  # fatal: Write failed: ... [preauth]
     "E12": None,  # input_userauth_request: invalid user X [preauth] (dup of E13)
     "E13": ("ssh_invalid_user", "failure"),
     "E14": ("ssh_login", "failure"),  # message repeated N times: [ Failed password ...]
@@ -269,7 +269,51 @@ def test_fail2ban_sshd_every_line_parses_as_syslog() -> None:
         ),
         (
             "error: PAM: Authentication failure for erin from 192.0.2.6",
-            ("ssh_pam_failure", "failure", "erin", "192.0.2.6", None),
+            ("ssh_pam_error", "failure", "erin", "192.0.2.6", None),
+        ),
+        (
+            "(pam_unix) authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.8  user=root",
+            ("ssh_pam_failure", "failure", "root", "192.0.2.8", None),
+        ),
+        (
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser=rda rhost=192.0.2.113 [preauth]",
+            ("ssh_pam_failure", "failure", None, "192.0.2.113", None),
+        ),
+        (
+            "Received disconnect from 192.168.2.92 port 1684:14: No supported authentication methods available",
+            ("ssh_disconnect_preauth", "failure", None, "192.168.2.92", 1684),
+        ),
+        (
+            "Received disconnect from 89.24.13.192: 3: com.jcraft.jsch.JSchException: Auth fail",
+            ("ssh_disconnect_preauth", "failure", None, "89.24.13.192", None),
+        ),
+        (
+            "Received disconnect from 192.0.2.9 port 50123:11: disconnected by user",
+            ("ssh_disconnect", "success", None, "192.0.2.9", 50123),
+        ),
+        (
+            'Connection from 192.0.2.3 port 39678 on 192.168.1.9 port 22 rdomain ""',
+            ("ssh_connection", "unknown", None, "192.0.2.3", 39678),
+        ),
+        (
+            "SSH: Server;Ltype: Version;Remote: 127.0.0.1-1780;Protocol: 2.0;Client: libssh2_1.4.3",
+            ("ssh_audit", "unknown", None, "127.0.0.1", 1780),
+        ),
+        (
+            "fatal: Read from socket failed: Connection reset by peer [preauth]",
+            ("ssh_disconnect_preauth", "failure", None, None, None),
+        ),
+        (
+            "error: kex_exchange_identification: Connection closed by remote host",
+            ("ssh_bad_protocol", "failure", None, None, None),
+        ),
+        (
+            "fatal: Unable to negotiate a key exchange method [preauth]",
+            ("ssh_negotiation_failed", "failure", None, None, None),
+        ),
+        (
+            "fatal: no matching mac found: client hmac-md5 server hmac-sha2-256 [preauth]",
+            ("ssh_negotiation_failed", "failure", None, None, None),
         ),
         (
             "Received disconnect from 198.51.100.76 port 58846:11: Bye Bye [preauth]",
@@ -295,6 +339,27 @@ def test_message_shapes(message: str, expected: tuple) -> None:
     assert r["_ok"]
     got = (r["event.action"], r["event.outcome"], r["user.name"], r["source.ip"], r["source.port"])
     assert got == expected
+
+
+def test_lines_without_address_take_their_process_address() -> None:
+    """One sshd process per connection: later address-less lines inherit the client.
+
+    Only from an earlier line of the same host and pid, at most 10 minutes before.
+    """
+    lines = [
+        "Feb 12 04:09:18 web1 sshd[26713]: Connection from 115.249.163.77 port 51353",
+        "Feb 12 04:09:21 web1 sshd[26713]: Disconnecting: Too many authentication failures"
+        " for root [preauth]",
+        "Feb 12 04:09:21 web2 sshd[26713]: Disconnecting: Too many authentication failures"
+        " [preauth]",  # another host: same pid, other process
+        "Feb 12 04:09:22 web1 sshd[26714]: fatal: Unable to negotiate a key exchange method"
+        " [preauth]",  # another pid, nothing before it
+        "Feb 12 04:30:00 web1 sshd[26713]: error: kex_exchange_identification: Connection"
+        " closed by remote host",  # 20 minutes later: the pid may have been reused
+    ]
+    df = parse(lines)
+    assert df["source.ip"].to_list() == ["115.249.163.77", "115.249.163.77", None, None, None]
+    assert df["event.action"].to_list()[1] == "ssh_too_many_failures"
 
 
 def test_host_names_go_to_source_domain() -> None:

@@ -285,6 +285,72 @@ def test_matches() -> None:
     assert p.matches(s).to_list() == [True, True, True, True, False, False, False]
 
 
+def test_matches_daemon_files_in_syslog_shape_only() -> None:
+    """multilog's TAI64N label and "date time app: msg" lines; other space-stamped text is not."""
+    s = pl.Series(
+        [
+            "@400000004c91b044077a9e94 imap-login: Info: Aborted login (auth failed)",
+            "2013-08-11 03:56:40 auth-worker(default): Info: pam(u,1.2.3.4): unknown user",
+            "2013-08-11 03:56:40.123 named[812]: client 192.0.2.1#53 query refused",
+            # nfdump and argus text output: a timestamp with a space, then numbers
+            "2009-09-25 14:31:52.123     0.000 TCP     192.0.2.1:80 ->   192.0.2.2:1024    1    46",
+            "2024-01-15 10:00:00 e tcp 192.0.2.1.80 -> 192.0.2.2.1024 CON",
+            "@40000000 not a label",
+        ]
+    )
+    assert SyslogParser().matches(s).to_list() == [True, True, True, False, False, False]
+
+
+def test_tai64n_label_and_space_stamped_lines() -> None:
+    df = parse(
+        [
+            "@400000004c91b044077a9e94 dovecot-auth: pam_unix(dovecot:auth): authentication "
+            "failure; logname= uid=0 euid=0 tty=dovecot ruser=root rhost=176.61.140.225  user=root",
+            "2013-08-11 03:56:40 auth-worker(default): Info: pam(username,1.2.3.4): "
+            "pam_authenticate() failed: Authentication failure (password mismatch?)",
+        ]
+    )
+    assert df["_ok"].all()
+    assert df["@timestamp"].to_list() == [
+        datetime(2010, 9, 16, 5, 50, 50, 125476, tzinfo=UTC),
+        datetime(2013, 8, 11, 3, 56, 40, tzinfo=UTC),
+    ]
+    assert df["host.name"].to_list() == [None, None]
+    assert df["process.name"].to_list() == ["dovecot-auth", "auth-worker(default)"]
+    assert df["source.ip"].to_list() == ["176.61.140.225", "1.2.3.4"]
+    assert df["user.name"].to_list() == ["root", "username"]
+
+
+def test_pam_failures_of_apps_without_a_parser() -> None:
+    """Any program's pam_unix failure line; apps with a parser keep their own action."""
+    df = parse(
+        [
+            "Feb  7 15:10:42 example pure-ftpd: (pam_unix) authentication failure; logname= "
+            "uid=0 euid=0 tty=pure-ftpd ruser=sample-user rhost=192.168.1.1 ",
+            "Jul 19 18:11:26 srv2 vsftpd: pam_unix(vsftpd:auth): authentication failure; "
+            "logname= uid=0 euid=0 tty=ftp ruser=an8767 rhost=www.google.com",
+            "May 12 09:47:54 vaio sshd[16004]: (pam_unix) authentication failure; logname= "
+            "uid=0 euid=0 tty=ssh ruser= rhost=71-13-115-12.static.example.com  user=root",
+            "Jul 19 18:11:26 srv2 cron[1]: pam_unix(cron:session): session opened for user root",
+        ]
+    )
+    assert df["event.action"].to_list() == [
+        "pam_auth_failure",
+        "pam_auth_failure",
+        "ssh_pam_failure",
+        None,
+    ]
+    assert df["event.dataset"].to_list() == ["syslog", "syslog", "sshd", "syslog"]
+    assert df["source.ip"].to_list() == ["192.168.1.1", None, None, None]
+    assert df["source.domain"].to_list() == [
+        None,
+        "www.google.com",
+        "71-13-115-12.static.example.com",
+        None,
+    ]
+    assert df["user.name"].to_list() == ["sample-user", "an8767", "root", None]
+
+
 def test_message_repeated_is_unwrapped_for_apps() -> None:
     r = one(
         "Dec 10 07:13:56 LabSZ sshd[24227]: message repeated 5 times: "

@@ -11,7 +11,10 @@ module with one decorated function::
 It receives a frame with ``message`` (the message text, unwrapped from
 "message repeated N times: [ ... ]") and ``_app`` (the normalised app name) and
 returns a frame of ECS columns of the same height; non-null values override
-the syslog parser's columns.
+the syslog parser's columns. The frame also carries the sender's ``_host``
+(host.name), ``_pid`` (process.pid) and ``_ts`` (@timestamp), in line order, for
+parsers that tie the lines of one process together (sshd: one process per
+connection); a parser must not require them.
 
 `apply_rules` runs an ordered list of regex `Rule`s over a text column without
 per-row Python: rows are dispatched by literal prefix and each rule's regex

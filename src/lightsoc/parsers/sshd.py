@@ -4,9 +4,19 @@ Each message shape is one `Rule`; rows are dispatched by literal prefix so a
 regex only runs on rows that can match it. Extras without an ECS field go to
 ``labels``: ``ssh.method`` (password, publickey, ...) and
 ``ssh.invalid_user`` (the user name does not exist on the host).
+
+sshd runs one process per connection and some of its verdicts name no client
+("Disconnecting: Too many authentication failures", "fatal: Unable to negotiate a
+key exchange method"): such lines take the address the same host and pid logged
+shortly before ("Connection from ...", "Failed password ..."), see `_stitch`.
+PAM lines are told apart: ``ssh_pam_failure`` is pam_unix's own line, which repeats
+an attempt sshd also logs as "Failed ..."; ``ssh_pam_error`` is sshd's "error: PAM:
+Authentication failure for X from H" (keyboard-interactive and macOS logins).
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import polars as pl
 
@@ -19,7 +29,11 @@ _U = r"(?P<user>.*?)"
 _INV = r"(?:(?P<invalid>invalid|illegal) |authenticating )?user "
 _PRE = r" \[preauth\]"
 # Unanchored: dispatch has checked the prefix, and a short match keeps the capture pass cheap.
-_PAM_TAIL = r" rhost=(?P<host>[^ ]*)(?: +user=(?P<user>[^ ]*))? *$"
+_PAM_TAIL = r" rhost=(?P<host>[^ ]*)(?: +user=(?P<user>[^ ]*))? *(?: \[preauth\])?$"
+
+
+#: how long after its last addressed line an sshd process's lines inherit its address
+STITCH_WINDOW = timedelta(minutes=10)
 
 
 def _c(action: str, outcome: str, etype: str) -> dict[str, str]:
@@ -90,7 +104,11 @@ RULES: tuple[Rule, ...] = (
         PAM_FAIL,
     ),
     Rule(
-        ("pam_unix(sshd:auth): authentication failure;", "authentication failure;"),
+        (
+            "pam_unix(sshd:auth): authentication failure;",
+            "(pam_unix) authentication failure;",
+            "authentication failure;",
+        ),
         _PAM_TAIL,
         PAM_FAIL,
     ),
@@ -99,11 +117,17 @@ RULES: tuple[Rule, ...] = (
         r"^error: PAM: (?:[Aa]uthentication (?:failure|error)|User not known to the underlying "
         rf"authentication module) for (?:(?P<invalid>illegal) user )?{_U} from {_H}"
         r"(?: via [^ ]+)? *$",
-        PAM_FAIL,
+        _c("ssh_pam_error", "failure", "info"),
     ),
     Rule(
         ("Received disconnect from ", "error: Received disconnect from "),
         rf"^(?:error: )?Received disconnect from {_H}(?:{_P})?: ?[0-9]+: .*{_PRE}$",
+        PREAUTH,
+    ),
+    # 14 = SSH2_DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE; "Auth fail" is JSch giving up
+    Rule(
+        ("Received disconnect from ", "error: Received disconnect from "),
+        rf"^(?:error: )?Received disconnect from {_H}(?:{_P})?: ?(?:14: .*|[0-9]+: .*Auth fail)$",
         PREAUTH,
     ),
     Rule(
@@ -148,6 +172,39 @@ RULES: tuple[Rule, ...] = (
         rf"^(?:fatal: )?Unable to negotiate with {_H}(?:{_P})?: .*$",
         _c("ssh_negotiation_failed", "failure", "info"),
     ),
+    # The lines below name no client: the address comes from the process's earlier lines.
+    Rule(
+        (
+            "fatal: Read from socket failed: ",
+            "fatal: Write failed: ",
+            "fatal: Timeout before authentication",
+        ),
+        r"^fatal: (?:(?:Read from socket|Write) failed: .*|Timeout before authentication.*)"
+        r" \[preauth\]$",
+        PREAUTH,
+    ),
+    Rule(
+        ("error: kex_exchange_identification: ",),
+        r"^error: kex_exchange_identification: ",
+        _c("ssh_bad_protocol", "failure", "info"),
+    ),
+    Rule(
+        ("fatal: Unable to negotiate ", "fatal: no matching "),
+        rf"^fatal: (?:Unable to negotiate a [a-z ]*[a-z](?:{_PRE})?"
+        r"|no matching [A-Za-z ]+ found: .*)$",
+        _c("ssh_negotiation_failed", "failure", "info"),
+    ),
+    Rule(
+        ("Connection from ",),
+        rf"^Connection from {_H}{_P}(?: on [^ ]+ port [0-9]+.*)?$",
+        _c("ssh_connection", "unknown", "start") | {"_category": "network"},
+    ),
+    # Audit trail of some distribution builds: "SSH: Server;Ltype: Version;Remote: ip-port;..."
+    Rule(
+        ("SSH: Server;",),
+        r";Remote: (?P<host>[^;]+)-(?P<port>[0-9]+);",
+        _c("ssh_audit", "unknown", "info") | {"_category": "network"},
+    ),
     Rule(
         ("refused connect from ",),
         r"^refused connect from [^ ]+ \((?P<host>[^)]+)\)$",
@@ -175,6 +232,10 @@ def parse_sshd(frame: pl.DataFrame) -> pl.DataFrame:
     m = apply_rules(text, RULES)
     m = m.with_columns(pl.col("host").str.contains(IP_RE).alias("_is_ip"))
     ip, domain = split_host(pl.col("host"), pl.col("_is_ip"))
+    m = m.with_columns(ip.alias("_ip"), pl.coalesce("domain", domain).alias("_domain"))
+    if {"_host", "_pid", "_ts"} <= set(frame.columns):
+        m = _stitch(m, frame)
+    ip, domain = pl.col("_ip"), pl.col("_domain")
     recognised = pl.col("event.action").is_not_null()
     labels = pl.when(pl.col("method").is_not_null() | pl.col("invalid").is_not_null()).then(
         pl.concat_str(
@@ -191,16 +252,56 @@ def parse_sshd(frame: pl.DataFrame) -> pl.DataFrame:
         )
     )
     return m.select(
-        pl.when(recognised).then(pl.lit("authentication")).alias("event.category"),
+        pl.when(recognised)
+        .then(pl.coalesce("_category", pl.lit("authentication")))
+        .alias("event.category"),
         "event.type",
         "event.action",
         "event.outcome",
         nullif_empty(pl.col("user")).alias("user.name"),
         ip.alias("source.ip"),
         pl.col("port").cast(pl.Int32, strict=False).alias("source.port"),
-        pl.coalesce("domain", domain).alias("source.domain"),
+        domain.alias("source.domain"),
         labels.alias("labels"),
         pl.lit("sshd").alias("service.name"),
         pl.lit("sshd").alias("event.dataset"),
         pl.lit("system").alias("event.module"),
     )
+
+
+def _stitch(m: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
+    """Give address-less lines the client address their sshd process logged before.
+
+    sshd forks one process per connection, so on one host a pid names one client until
+    the process exits. Lines such as "Disconnecting: Too many authentication failures"
+    or "fatal: Unable to negotiate a key exchange method" name no client; they take the
+    address of the latest earlier line of the same host and pid, if that line is at most
+    `STITCH_WINDOW` older (pids are reused, and LoginGraceTime ends pre-auth connections
+    after 2 minutes by default). Only within one batch: lines of a later batch stay as logged.
+    """
+    keys = ["_host", "_pid"]
+    g = pl.DataFrame(
+        {
+            "_host": frame["_host"].fill_null(""),
+            "_pid": frame["_pid"],
+            "_ts": frame["_ts"],
+            "_ip": m["_ip"],
+        }
+    ).select(
+        pl.col("_ip").forward_fill().over(keys).alias("_fip"),
+        pl.when(pl.col("_ip").is_not_null())
+        .then(pl.col("_ts"))
+        .forward_fill()
+        .over(keys)
+        .alias("_fts"),
+        (pl.col("_pid").is_not_null() & pl.col("_ts").is_not_null()).alias("_keyed"),
+        pl.col("_ts"),
+    )
+    use = (
+        g["_keyed"]
+        & m["_ip"].is_null()
+        & m["_domain"].is_null()
+        & m["event.action"].is_not_null()
+        & ((g["_ts"] - g["_fts"]) <= STITCH_WINDOW).fill_null(False)
+    )
+    return m.with_columns(pl.when(use).then(g["_fip"]).otherwise(m["_ip"]).alias("_ip"))

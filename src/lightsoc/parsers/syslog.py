@@ -4,11 +4,15 @@ Per row, whichever of these fits:
 
 - ``<PRI>Mmm dd hh:mm:ss host app[pid]: msg`` (PRI optional, host/tag lenient);
 - ``<PRI>1 2003-10-11T22:14:15.003Z host app procid msgid [SD] msg``;
-- ``2024-01-15T10:00:00.123456+01:00 host app[pid]: msg`` (modern rsyslog/Debian).
+- ``2024-01-15T10:00:00.123456+01:00 host app[pid]: msg`` (modern rsyslog/Debian);
+- ``2013-08-11 03:56:40 app: msg`` (a daemon's own file in syslog shape);
+- ``@400000004c91b044077a9e94 app: msg`` (daemontools/s6 multilog: the TAI64N label is
+  the timestamp).
 
 The common shape is matched by one strict regex over the whole batch; only
 rows it misses go through the 5424 and the lenient regexes. Messages of apps
-that have an app parser (see `lightsoc.parsers._apps`) are then parsed by it.
+that have an app parser (see `lightsoc.parsers._apps`) are then parsed by it;
+PAM failure lines that no app parser classified go to `lightsoc.parsers.pam`.
 
 Options: ``timezone`` (for timestamps without a zone; default UTC) and
 ``now`` (reference time for year inference of BSD timestamps; default the
@@ -24,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from lightsoc.parsers import pam
 from lightsoc.parsers._apps import ROW, AppFunc, app_key, app_parsers, json_str
 from lightsoc.parsers.base import OK, Parser
 from lightsoc.registry import register
@@ -55,13 +60,27 @@ STRICT_ISO = (
     rf"^(?P<hdr>(?:{_PRI})?(?P<iso>{_ISO_TS}) (?P<host>{_HOST}) "
     r"(?P<app>[^ :\[\]]+)(?:\[(?P<pid>[^\]]*)\])?: ?)"
 )
-_CASCADE = (STRICT, STRICT_ISO, RFC5424, LENIENT)
+#: daemontools/s6 multilog lines: a TAI64N label instead of a syslog timestamp, then the
+#: tag (``@400000004c91b044077a9e94 imap-login: Info: ...``)
+TAI64N = (
+    rf"^(?P<hdr>@(?P<tai>[0-9a-fA-F]{{24}}) +(?:(?P<host>{_HOST}) +)?"
+    r"(?P<app>[^ :\[\]]+)(?:\[(?P<pid>[^\]]*)\])?: ?)"
+)
+_CASCADE = (STRICT, STRICT_ISO, RFC5424, LENIENT, TAI64N)
 _DETECT = (
     r"^(?:<[0-9]{1,3}>[0-9]{1,2} (?:-|[0-9]{4}-)|(?:<[0-9]{1,3}>)?"
     r"(?:[A-Za-z]{3} {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}))"
+    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+    # "2013-08-11 03:56:40 app: msg" (a daemon's own log file in syslog shape); the tag is
+    # required so that other space-stamped formats (nfdump, argus text output) stay theirs
+    r"|[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)? "
+    r"[A-Za-z][A-Za-z0-9_.-]*(?:\([^) ]*\)|\[[0-9]+\])?: )"
+    r"|@[0-9a-fA-F]{24} )"
 )
-_GROUPS = ("hdr", "pri", "bsd", "iso", "host", "app", "pid", "msgid", "sd")
+_GROUPS = ("hdr", "pri", "bsd", "iso", "host", "app", "pid", "msgid", "sd", "tai")
+#: TAI64 labels count from 2^62; TAI runs 10 s ahead of UTC at the epoch (daemontools'
+#: tai64nlocal convention: later leap seconds are not subtracted)
+_TAI_EPOCH = 2**62 + 10
 _REPEATED = r"^message repeated [0-9]+ times: \[ ?(.*?) ?\]$"
 _TS = polars_type("@timestamp")
 log = logging.getLogger(__name__)
@@ -89,6 +108,14 @@ def iso8601_utc(text: pl.Expr, timezone: str = "UTC") -> pl.Expr:
     zoned = norm.str.strptime(_TS, "%Y-%m-%dT%H:%M:%S%.f%z", strict=False)
     naive = norm.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.f", strict=False)
     return pl.coalesce(zoned, _localise(naive, timezone))
+
+
+def tai64n_utc(label: pl.Expr) -> pl.Expr:
+    """A TAI64N label's 24 hex digits (without the ``@``) to a UTC timestamp."""
+    secs = label.str.slice(0, 16).str.to_integer(base=16, strict=False) - _TAI_EPOCH
+    nanos = label.str.slice(16, 8).str.to_integer(base=16, strict=False)
+    micros = secs * 1_000_000 + nanos // 1000
+    return pl.from_epoch(micros, time_unit="us").dt.replace_time_zone("UTC").cast(_TS)
 
 
 def _localise(naive: pl.Expr, timezone: str) -> pl.Expr:
@@ -231,6 +258,8 @@ class SyslogParser(Parser):
         ts = bsd_utc(h["bsd"], now, self.timezone)
         if h["iso"].is_not_null().any():
             ts = ts.fill_null(h.select(iso8601_utc(pl.col("iso"), self.timezone)).to_series())
+        if h["tai"].is_not_null().any():
+            ts = ts.fill_null(h.select(tai64n_utc(pl.col("tai"))).to_series())
         h = h.with_columns(ts.alias("@timestamp"))
         nil = pl.col("iso") == "-"  # RFC 5424 NILVALUE timestamp: valid, unknown time
         pri = pl.col("pri").cast(pl.Int32, strict=False)
@@ -261,7 +290,7 @@ class SyslogParser(Parser):
             ok.alias(OK),
         )
         if self.apps:
-            out = _apply_apps(out)
+            out = _apply_pam(_apply_apps(out))
         out = out.drop(ROW)
         if out[OK].all():
             return out
@@ -296,11 +325,16 @@ def _apply_apps(out: pl.DataFrame) -> pl.DataFrame:
             msg.str.replace(_REPEATED, "$1")
         )
         sub = out.filter(pl.col(OK) & app.is_in(list(name_to_key))).select(
-            ROW, pl.coalesce(unwrapped, msg).alias("message"), key_expr.alias("_app")
+            ROW,
+            pl.coalesce(unwrapped, msg).alias("message"),
+            key_expr.alias("_app"),
+            pl.col("host.name").alias("_host"),
+            pl.col("process.pid").alias("_pid"),
+            pl.col("@timestamp").alias("_ts"),
         )
         # A broken app parser (possibly a plugin) costs its app fields, not the batch.
         try:
-            res = func(sub.select("message", "_app"))
+            res = func(sub.drop(ROW))
             if res.height != sub.height:
                 raise ValueError(f"returned {res.height} rows for {sub.height}")
         except Exception:
@@ -309,6 +343,25 @@ def _apply_apps(out: pl.DataFrame) -> pl.DataFrame:
             )
             continue
         results.append(res.with_columns(sub[ROW]))
+    return _overlay(out, results)
+
+
+def _apply_pam(out: pl.DataFrame) -> pl.DataFrame:
+    """PAM failure lines of programs no app parser classified (see `lightsoc.parsers.pam`)."""
+    cand = pl.col(OK) & pl.col("message").str.contains(pam.MARKER, literal=True).fill_null(False)
+    if "event.action" in out.columns:
+        cand = cand & pl.col("event.action").is_null()
+    sub = out.filter(cand)
+    if sub.height == 0:
+        return out
+    res = pam.parse_pam(
+        sub.select("message", app_key(pl.col("process.name")).fill_null("").alias("_app"))
+    )
+    return _overlay(out, [res.with_columns(sub[ROW])])
+
+
+def _overlay(out: pl.DataFrame, results: list[pl.DataFrame]) -> pl.DataFrame:
+    """Overlay sub-parser columns (frames with ROW) on `out`: their non-null values win."""
     if not results:
         return out
     res = pl.concat(results, how="diagonal_relaxed")

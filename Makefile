@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint setup clean
+.PHONY: demo test bench eval lint setup clean
 
 setup: $(STAMP)
 
@@ -17,15 +17,18 @@ demo: setup
 	$(BIN)/lightsoc demo $(DEMO_ARGS)
 
 test: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench eval
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+eval: setup
+	$(BIN)/python eval/run.py $(EVAL_ARGS)
+
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench eval
+	$(BIN)/ruff format --check src tests bench eval
 
 clean:
 	rm -rf $(VENV) lightsoc-demo .pytest_cache

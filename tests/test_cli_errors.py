@@ -15,7 +15,7 @@ from tests.helpers import (
 )
 
 SSH_IP = "173.234.31.186"  # 10 lines of OpenSSH_2k.log
-BUSY_IP = "183.62.140.253"  # 867 lines of OpenSSH_2k.log
+BUSY_IP = "183.62.140.253"  # 867 lines of OpenSSH_2k.log name it; 868 events
 WEB_IP = "83.149.9.216"  # 23 lines of apache_logs_benign.log
 
 

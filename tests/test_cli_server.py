@@ -24,7 +24,8 @@ from tests.helpers import (
 )
 
 SSH_IP = "173.234.31.186"  # 10 lines of OpenSSH_2k.log
-BUSY_IP = "183.62.140.253"  # 867 lines of OpenSSH_2k.log
+BUSY_IP = "183.62.140.253"  # 867 lines of OpenSSH_2k.log name it; 868 events
+BUSY_EVENTS = 868  # checked against sshd_events_of() below
 WEB_IP = "83.149.9.216"  # 23 lines of apache_logs_benign.log
 
 
@@ -78,7 +79,7 @@ def test_read_commands_go_through_the_running_server(
         cwd=tmp_path,
     )
     assert "pipeline" in stats  # live metrics: only the server's API has them
-    assert stats["top"]["source.ip"] == [["183.62.140.253", 867]]  # through /aggregate/top
+    assert stats["top"]["source.ip"] == [["183.62.140.253", BUSY_EVENTS]]  # /aggregate/top
     assert stats["events_total"] == 1999
     assert stats["by_dataset"] == {"sshd": 1999}
     [src] = stats["sources"]
@@ -108,7 +109,7 @@ def test_read_commands_go_through_the_running_server(
         data,
         cwd=tmp_path,
     )
-    assert len(found) == 867
+    assert len(found) == BUSY_EVENTS
     timeline = cli_ndjson(
         "timeline", SSH_IP, "--since", "all", "--format", "json", "--data-dir", data, cwd=tmp_path
     )

@@ -18,7 +18,7 @@ from lightsoc.alerts.store import AlertStore
 from lightsoc.config import load_config
 from lightsoc.detect.correlation import load_correlations
 from lightsoc.detect.correlation_eval import evaluate, fetch, window_start
-from lightsoc.detect.scheduler import CorrelationScheduler, start_background
+from lightsoc.detect.scheduler import CorrelationScheduler, from_config, start_background
 from lightsoc.store.state import StateStore
 from lightsoc.store.state_detect import WatermarkStore
 from tests.alerts.receivers import HttpReceiver, Reply
@@ -35,6 +35,8 @@ from tests.detect.test_correlation import (
 )
 
 LOGHUB_SSH = Path("/work/shared/data/auth/loghub/OpenSSH_2k.log")
+# every correlation rule in the built-in pack's correlation directory
+N_CORR = len(load_correlations([CORR]).rules)
 
 
 @pytest.fixture
@@ -63,6 +65,18 @@ def test_default_lookback_and_validation(env: Env) -> None:
         scheduler(env, interval=timedelta(minutes=5), lookback=timedelta(minutes=1))
 
 
+def test_interval_lookback_and_suppression_come_from_the_config(env: Env) -> None:
+    cfg = env.root / "tuned.yml"
+    cfg.write_text(
+        f"data_dir: {env.config.data_dir}\ndetect:\n  rules: [{CORR}]\n"
+        "  interval: 5m\n  lookback: 1h\nalerts:\n  suppression: 15m\n"
+    )
+    s = from_config(load_config(cfg), env.config.data_dir, env.stores)
+    assert s is not None and len(s.rules) == N_CORR
+    assert (s.interval, s.lookback) == (timedelta(minutes=5), timedelta(hours=1))
+    assert s.alerts.suppression == timedelta(minutes=15)
+
+
 def test_overlapping_runs_never_double_alert(env: Env) -> None:
     s = scheduler(env)
     # the burst arrives in two parts while the scheduler ticks every minute
@@ -78,7 +92,7 @@ def test_overlapping_runs_never_double_alert(env: Env) -> None:
         assert (res.new, res.updated) == (0, 0)
     assert alert_counts(env) == [(BRUTE, "203.0.113.5", 12)]
     marks = WatermarkStore(env.stores.state).get_all()
-    assert set(marks.values()) == {at(19)} and len(marks) == 4
+    assert set(marks.values()) == {at(19)} and len(marks) == N_CORR
 
 
 def test_restart_resumes_from_the_watermark(env: Env) -> None:
@@ -120,7 +134,7 @@ def test_background_thread_uses_the_given_stores(env: Env) -> None:
         thread.join(60)
         assert not thread.is_alive()
         marks = WatermarkStore(env.stores.state).get_all()
-        assert len(marks) == 4 and all(m >= now for m in marks.values())
+        assert len(marks) == N_CORR and all(m >= now for m in marks.values())
         assert [a.entity_value for a in env.alerts.find(rule_id=BRUTE)] == ["198.51.100.99"]
         sent = receiver.wait(1)[0].json()["alerts"]
         assert [(a["rule.id"], a["entity.value"], a["count"]) for a in sent] == [
@@ -201,10 +215,10 @@ def test_cli_detect_reruns_without_duplicates(tmp_path: Path, capsys) -> None:
     code, out, err = in_process(capsys, *argv, "--format", "json")
     assert code == 0, err
     summary = json.loads(out)
-    assert (summary["rules"], summary["windows"], summary["alerts_new"]) == (4, 2, 0)
+    assert (summary["rules"], summary["windows"], summary["alerts_new"]) == (N_CORR, 2, 0)
     assert summary["alerts_updated"] == 0
     code, out, err = in_process(capsys, *argv)
-    assert code == 0 and "4 rule(s)" in out and "0 new alert(s), 0 updated" in out
+    assert code == 0 and f"{N_CORR} rule(s)" in out and "0 new alert(s), 0 updated" in out
     code, out, err = in_process(
         capsys, "alerts", "--config", cfg, "--since", "all", "--format", "json"
     )

@@ -1,0 +1,1 @@
+"""`make eval`: lightsoc's detection quality on public data (see eval/run.py)."""

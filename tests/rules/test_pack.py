@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from lightsoc.detect.correlation import load_correlations
-from lightsoc.detect.ruleset import RuleSet
+from lightsoc.detect.ruleset import BUILTIN_DIRS, RuleSet
 from tests.rules.helpers import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +50,8 @@ def test_the_pack_ships_in_the_wheel() -> None:
     # `rules/` is linked into the package and every rule file matches the package-data glob
     link = ROOT / "src" / "lightsoc" / "rules"
     assert link.resolve() == (ROOT / "rules").resolve()
+    # an installed package finds the pack beside its modules (lightsoc/rules)
+    assert BUILTIN_DIRS[1] == link and BUILTIN_DIRS[1].is_dir()
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     patterns = [p for p in globs["package-data"]["lightsoc"] if p.startswith("rules/")]
     for path in (ROOT / "rules").rglob("*"):

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 #: the rule pack that ships with lightsoc (the repository's `rules/`, or package data)
 BUILTIN_DIRS = (
     Path(__file__).resolve().parents[3] / "rules",
-    Path(__file__).resolve().parent / "rules",
+    Path(__file__).resolve().parents[1] / "rules",
 )
 
 

@@ -337,6 +337,33 @@ def test_rerun_never_duplicates(env: Env) -> None:
     assert sorted(after) == sorted(before) and env.alerts.count() == 2
 
 
+def test_busy_steps_are_split_with_the_same_result(env: Env, monkeypatch) -> None:
+    import lightsoc.detect.correlation_eval as ce
+
+    rules = list(rules_of(CORR).values())
+    lines = [ssh_fail(at(1 + i * 0.1), "203.0.113.5", port=4000 + i) for i in range(12)]
+    lines += [imap_fail(at(30 + i * 0.1), "192.0.2.77") for i in range(10)]
+    env.ingest(lines)
+    reads: list[int] = []
+    fetch = ce.fetch
+
+    def counted(*args, **kw):  # noqa: ANN002, ANN003
+        events = fetch(*args, **kw)
+        reads.append(events.height)
+        return events
+
+    # at most 4 events per step: the 1 h step is halved down to 1 minute (never below), so
+    # the two busy minutes of sshd failures and the IMAP minute are read one by one
+    monkeypatch.setattr(ce, "MAX_STEP_EVENTS", 4)
+    monkeypatch.setattr(ce, "MIN_STEP", timedelta(minutes=1))
+    monkeypatch.setattr(ce, "fetch", counted)
+    res = run_range(env.stores.events, env.alerts, rules, at(0), at(60), timedelta(hours=1))
+    # a window cut by a step is raised from its first part, then completed by the next step
+    assert res.new == 2 and len(reads) == 3
+    found = sorted((a.rule_id, a.entity_value, a.count) for a in env.alerts.find(limit=50))
+    assert found == [(BRUTE, "203.0.113.5", 12), (IMAP, "192.0.2.77", 10)]
+
+
 def test_open_window_grows_into_the_same_alert(env: Env) -> None:
     brute = rules_of(CORR)[BRUTE]
     env.ingest([ssh_fail(at(1 + i * 0.1), "203.0.113.5", port=4000 + i) for i in range(10)])

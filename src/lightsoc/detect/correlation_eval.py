@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 SAMPLE_EVENT_IDS = 20
 #: longest range read from the store at once
 DEFAULT_STEP = timedelta(hours=6)
+#: a step holding more events than this is halved (memory stays bounded on busy days)
+MAX_STEP_EVENTS = 100_000
+MIN_STEP = timedelta(minutes=5)
 _REF = "__ref"
 _WS = "__window"
 
@@ -410,6 +413,9 @@ def run_range(
 ) -> RunResult:
     """`run_rules` over a long range in bounded steps (memory stays bounded).
 
+    A step is at most `step` long and holds at most `MAX_STEP_EVENTS` events
+    (halved until it does, down to `MIN_STEP`).
+
     A window cut by a step boundary is evaluated in both steps, the second
     time whole: the alert store adds only what the first did not count.
     """
@@ -424,6 +430,8 @@ def run_range(
             break
         a = max(a, nxt.column("@timestamp")[0].as_py())
         b = min(end, a + step)
+        while b - a > MIN_STEP and store.count("", TimeRange(a, b)) > MAX_STEP_EVENTS:
+            b = a + (b - a) / 2
         total.add(run_rules(store, alerts, rules, a, b, allow))
         a = b
     return total

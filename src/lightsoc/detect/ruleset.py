@@ -257,31 +257,45 @@ def _with_columns(df: pl.DataFrame, needed: set[str]) -> pl.DataFrame:
 
 
 def _merge(df: pl.DataFrame, flags: pl.DataFrame) -> pl.DataFrame:
-    """Append matched names/ids to existing `rule.*` lists; keep the higher risk score."""
+    """Append matched names/ids to existing `rule.*` lists; keep the higher risk score.
+
+    Only the three rule columns are computed, aligned to the batch by joining
+    the flags onto the bare row numbers; the batch's other columns are reused,
+    not copied through a join.
+    """
     str_list = pl.List(pl.Utf8)
-    old_names = (
-        pl.col("rule.name").cast(str_list) if "rule.name" in df.columns else pl.lit(None, str_list)
-    )
-    old_ids = (
-        pl.col("rule.id").cast(str_list) if "rule.id" in df.columns else pl.lit(None, str_list)
-    )
-    old_score = (
-        pl.col("event.risk_score").cast(pl.Float64)
-        if "event.risk_score" in df.columns
-        else pl.lit(None, pl.Float64)
-    )
+    n = df.height
+    index = pl.int_range(0, n, dtype=pl.UInt32, eager=True).alias(_ROW).to_frame()
+    aligned = index.join(flags, on=_ROW, how="left", maintain_order="left")
+    rule_cols = ("rule.name", "rule.id", "event.risk_score")
+    if all(c not in df.columns or df.get_column(c).null_count() == n for c in rule_cols):
+        # nothing flagged these rows before (the usual case): the flags are the columns
+        return df.with_columns(
+            aligned.get_column("__f_n").alias("rule.name"),
+            aligned.get_column("__f_i").alias("rule.id"),
+            aligned.get_column("__f_s").alias("event.risk_score"),
+        )
+    cols = []
+    for name, dtype in (
+        ("rule.name", str_list),
+        ("rule.id", str_list),
+        ("event.risk_score", pl.Float64),
+    ):
+        if name in df.columns:
+            cols.append(df.get_column(name).cast(dtype))
+        else:
+            cols.append(pl.repeat(None, n, dtype=dtype, eager=True).alias(name))
     has = pl.col("__f_n").is_not_null()
     empty = pl.lit([], str_list)
-    out = df.with_row_index(_ROW).join(flags, on=_ROW, how="left", maintain_order="left")
-    out = out.with_columns(
+    new = aligned.with_columns(cols).select(
         pl.when(has)
-        .then(pl.concat_list(old_names.fill_null(empty), pl.col("__f_n")))
-        .otherwise(old_names)
+        .then(pl.concat_list(pl.col("rule.name").fill_null(empty), pl.col("__f_n")))
+        .otherwise(pl.col("rule.name"))
         .alias("rule.name"),
         pl.when(has)
-        .then(pl.concat_list(old_ids.fill_null(empty), pl.col("__f_i")))
-        .otherwise(old_ids)
+        .then(pl.concat_list(pl.col("rule.id").fill_null(empty), pl.col("__f_i")))
+        .otherwise(pl.col("rule.id"))
         .alias("rule.id"),
-        pl.max_horizontal(old_score, pl.col("__f_s")).alias("event.risk_score"),
+        pl.max_horizontal(pl.col("event.risk_score"), pl.col("__f_s")).alias("event.risk_score"),
     )
-    return out.drop(_ROW, "__f_n", "__f_i", "__f_s")
+    return df.with_columns(new.get_columns())

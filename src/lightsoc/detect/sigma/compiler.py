@@ -12,6 +12,7 @@ expression (`values`). Whatever cannot be evaluated faithfully raises
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,12 @@ LEVEL_SCORES = {"informational": 10.0, "low": 25.0, "medium": 50.0, "high": 75.0
 #: fields a keyword (field-less value) is searched in, case-insensitively like Sigma
 KEYWORD_FIELDS = ("message", "event.original")
 _KEYWORDS = "\x00keywords"  # group key of fused keyword values
+
+
+def _anchored(texts: list[str], *, start: bool) -> str:
+    """`^(?:a|b)` / `(?:a|b)$` over escaped literals (the column is already lower-cased)."""
+    alternation = "|".join(re.escape(t) for t in sorted(set(texts), key=lambda t: (-len(t), t)))
+    return f"(?s)^(?:{alternation})" if start else f"(?s)(?:{alternation})$"
 
 
 class RuleError(Exception):
@@ -158,10 +165,10 @@ class _Compiler:
                 e = col.str.contains_any(texts)
             elif kind == "eq":
                 e = col.is_in(texts)
-            elif kind == "startswith":
-                e = pl.any_horizontal([col.str.starts_with(t) for t in texts])
+            elif kind == "startswith":  # one anchored alternation, not one expression each
+                e = col.str.contains(_anchored(texts, start=True))
             else:
-                e = pl.any_horizontal([col.str.ends_with(t) for t in texts])
+                e = col.str.contains(_anchored(texts, start=False))
             rest.append(e.fill_null(False))
         return rest[0] if len(rest) == 1 else pl.any_horizontal(rest)
 

@@ -48,26 +48,28 @@ class _Group:
     needles: dict[str, set[str]] = field(default_factory=dict)
     #: field -> needle -> the prefiltered rules that need it
     by_needle: dict[str, dict[str, list[int]]] = field(default_factory=dict)
-    candidates: pl.Expr | None = None
+    #: per field, "the field holds one of its needles"
+    candidates: dict[str, pl.Expr] = field(default_factory=dict)
 
-    def present(self, cand: pl.DataFrame) -> list[int]:
+    def present(self, cand: pl.DataFrame, fields: list[str]) -> list[int]:
         """The prefiltered rules some of whose needles occur in the candidate rows.
 
         A rule none of whose needles occur cannot match (the needles are a
         necessary condition), so of a hundred web rules only the few whose
-        literals a batch's attacks contain are evaluated.
+        literals a batch's attacks contain are evaluated. Only `fields`, the
+        ones where some candidate row holds a needle, are searched.
         """
-        if cand.height == 0:
+        if cand.height == 0 or not fields:
             return []
         found = cand.select(
             pl.col(f)
             .str.to_lowercase()
-            .str.extract_many(sorted(n), overlapping=True)
+            .str.extract_many(sorted(self.by_needle[f]), overlapping=True)
             .list.unique()
             .implode()
             .list.eval(pl.element().explode().drop_nulls().unique())
             .alias(f)
-            for f, n in self.by_needle.items()
+            for f in fields
         ).row(0, named=True)
         run: set[int] = set()
         for f, values in found.items():
@@ -103,7 +105,7 @@ class RuleSet:
                 for x in needles:
                     g.by_needle.setdefault(f, {}).setdefault(x, []).append(i)
         for g in groups.values():
-            g.candidates = prefilter.candidates(g.needles) if g.needles else None
+            g.candidates = prefilter.candidates(g.needles) if g.needles else {}
         self._groups = list(groups.values())
         self._needed_cols = self._needed()
 
@@ -162,8 +164,12 @@ class RuleSet:
                 continue
             sub = work if count == n else work.filter(masks[str(k)])
             if group.filtered:
-                cand = sub.filter(group.candidates)
-                self._run(cand, group.present(cand), hits)
+                # one regex pass per field; only fields with a hit are searched again
+                marks = sub.select(e.alias(f) for f, e in group.candidates.items())
+                per_field = marks.sum().row(0)
+                hit_fields = [f for f, c in zip(marks.columns, per_field, strict=True) if c]
+                cand = sub.filter(marks.select(pl.any_horizontal(pl.all())).to_series())
+                self._run(cand, group.present(cand, hit_fields), hits)
             if group.unfiltered:
                 self._run(sub, group.unfiltered, hits)
         return hits

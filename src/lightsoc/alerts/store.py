@@ -134,7 +134,7 @@ class AlertStore:
             row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
         if row is None:
             raise AlertNotFoundError(f"no alert {alert_id}")
-        return _alert(row)
+        return alert_from_row(row)
 
     def find(
         self,
@@ -157,7 +157,7 @@ class AlertStore:
             .offset(max(0, offset))
         )
         with self.engine.connect() as conn:
-            return [_alert(r) for r in conn.execute(q)]
+            return [alert_from_row(r) for r in conn.execute(q)]
 
     def count(
         self,
@@ -204,7 +204,7 @@ class AlertStore:
             raise ValueError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
         with self.engine.begin() as conn:
             _lock(conn)
-            old = _alert(_select_one(conn, alerts.c.id == alert_id, alert_id))
+            old = alert_from_row(_select_one(conn, alerts.c.id == alert_id, alert_id))
             if old.status == status:
                 return old
             if status not in TRANSITIONS[old.status]:
@@ -226,7 +226,7 @@ class AlertStore:
             assignee = assignee.strip() or None
         with self.engine.begin() as conn:
             _lock(conn)
-            old = _alert(_select_one(conn, alerts.c.id == alert_id, alert_id))
+            old = alert_from_row(_select_one(conn, alerts.c.id == alert_id, alert_id))
             if old.assignee == assignee:
                 return old
             now = utc(self.clock())
@@ -243,7 +243,7 @@ class AlertStore:
         """Attach the alert to a case (None: detach); recorded in the history."""
         with self.engine.begin() as conn:
             _lock(conn)
-            old = _alert(_select_one(conn, alerts.c.id == alert_id, alert_id))
+            old = alert_from_row(_select_one(conn, alerts.c.id == alert_id, alert_id))
             if old.case_id == case_id:
                 return old
             now = utc(self.clock())
@@ -375,6 +375,3 @@ def _filters(
     if rule_id is not None:
         where.append(alerts.c.rule_id == rule_id)
     return where
-
-
-_alert = alert_from_row

@@ -82,7 +82,7 @@ def rerun_stream_rules(
     if not len(rules) or start >= end:
         return result
     levels = levels if levels is not None else {r.id: r.level for r in rules.rules}
-    fields = set(rules._needed()) | {"@timestamp", "event.id", "rule.id"}
+    fields = rules.fields | {"@timestamp", "event.id", "rule.id"}
     fields |= {f for f, _ in ENTITY_FIELDS}
     if allow is not None:
         fields |= set(allow.fields())

@@ -109,6 +109,11 @@ class RuleSet:
         self._groups = list(groups.values())
         self._needed_cols = self._needed()
 
+    @property
+    def fields(self) -> set[str]:
+        """Event fields the rules and their row filters read."""
+        return set(self._needed_cols)
+
     def __len__(self) -> int:
         return len(self.rules)
 

@@ -69,6 +69,31 @@ def test_failjson_reader_pairs_notes_with_lines_and_modes(tmp_path: Path) -> Non
     assert cases[1].line.startswith("Feb  7 15:10:43")
 
 
+def test_failjson_verdicts_apply_per_filter_mode(tmp_path: Path) -> None:
+    """A verdict holds in its section's modes, narrowed by its `constraint`."""
+    f = tmp_path / "sshd"
+    f.write_text(
+        '# filterOptions: [{}, {"mode": "aggressive"}]\n'
+        '# failJSON: { "constraint": "opts.get(\'mode\') != \'aggressive\'", "match": false }\n'
+        "Nov 28 09:16:05 srv sshd[1]: Connection closed by 192.0.2.111 [preauth]\n"
+        '# failJSON: { "constraint": "opts.get(\'mode\') == \'aggressive\'", "match": true }\n'
+        "Nov 28 09:16:05 srv sshd[1]: Connection closed by 192.0.2.111 [preauth]\n"
+        '# filterOptions: [{"test.condition": "name==\'sshd\'", "mode": "ddos"}]\n'
+        '# failJSON: { "match": true, "host": "192.0.2.3" }\n'
+        "Feb  7 15:10:44 h sshd[1]: Did not receive identification string from 192.0.2.3\n"
+        '# filterOptions: {"test.condition": "name==\'sshd\'"}\n'
+        '# failJSON: { "constraint": "name == \'sshd\'", "match": true, "host": "192.0.2.4" }\n'
+        "Feb  7 15:10:45 h sshd[1]: Did not receive identification string from 192.0.2.4\n"
+    )
+    cases = auth.read_cases(f)
+    assert [c.applies("sshd") for c in cases] == [True, False, False, True]
+    assert [c.applies("sshd", "aggressive") for c in cases] == [False, True, False, False]
+    assert [c.applies("sshd", "ddos") for c in cases] == [False, False, True, False]
+    assert [c.applies("sshd-ddos", "ddos") for c in cases] == [False, False, False, False]
+    with pytest.raises(ValueError):
+        auth.holds("opts['mode'] in ('a', 'b')", "sshd", {})
+
+
 def test_failjson_reader_on_real_file() -> None:
     cases = auth.read_cases(auth.FAIL2BAN / "sshd")
     text = (auth.FAIL2BAN / "sshd").read_text(errors="replace")

@@ -337,7 +337,7 @@ def test_pam_failures_of_apps_without_a_parser() -> None:
     assert df["event.action"].to_list() == [
         "pam_auth_failure",
         "pam_auth_failure",
-        "ssh_pam_failure",
+        "ssh_login",  # sshd's parser: alone in its process, the attempt's only record
         None,
     ]
     assert df["event.dataset"].to_list() == ["syslog", "syslog", "sshd", "syslog"]

@@ -9,9 +9,20 @@ sshd runs one process per connection and some of its verdicts name no client
 ("Disconnecting: Too many authentication failures", "fatal: Unable to negotiate a
 key exchange method"): such lines take the address the same host and pid logged
 shortly before ("Connection from ...", "Failed password ..."), see `_stitch`.
-PAM lines are told apart: ``ssh_pam_failure`` is pam_unix's own line, which repeats
-an attempt sshd also logs as "Failed ..."; ``ssh_pam_error`` is sshd's "error: PAM:
-Authentication failure for X from H" (keyboard-interactive and macOS logins).
+
+The same process context keeps one attempt from counting twice (`_dedupe`):
+- pam_unix's "authentication failure" line repeats an attempt sshd logs itself
+  ("Failed password ..."), or precedes the "Accepted ..." of a second auth method:
+  it stays ``ssh_pam_failure``, which no failure rule counts. When the process logs
+  no verdict of its own (old sshd, hosts that only log through PAM) the PAM line is
+  the attempt's only record and becomes ``ssh_login``/failure.
+- a pre-auth close that names no user ("Connection closed by H [preauth]",
+  "Disconnected from H port P [preauth]") after the process already logged an
+  addressed failure is the end of that failed connection, not another attempt:
+  ``ssh_disconnect``/failure. On its own it stays ``ssh_disconnect_preauth``
+  (a client that left before authenticating: probes, scanners).
+``ssh_pam_error`` is sshd's own "error: PAM: Authentication failure for X from H"
+(keyboard-interactive and macOS logins).
 """
 
 from __future__ import annotations
@@ -235,6 +246,7 @@ def parse_sshd(frame: pl.DataFrame) -> pl.DataFrame:
     m = m.with_columns(ip.alias("_ip"), pl.coalesce("domain", domain).alias("_domain"))
     if {"_host", "_pid", "_ts"} <= set(frame.columns):
         m = _stitch(m, frame)
+        m = _dedupe(m, frame)
     ip, domain = pl.col("_ip"), pl.col("_domain")
     recognised = pl.col("event.action").is_not_null()
     labels = pl.when(pl.col("method").is_not_null() | pl.col("invalid").is_not_null()).then(
@@ -305,3 +317,58 @@ def _stitch(m: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
         & ((g["_ts"] - g["_fts"]) <= STITCH_WINDOW).fill_null(False)
     )
     return m.with_columns(pl.when(use).then(g["_fip"]).otherwise(m["_ip"]).alias("_ip"))
+
+
+#: sshd's own verdicts on an attempt (a PAM line beside one of these repeats it)
+_VERDICTS = ("ssh_login", "ssh_invalid_user", "ssh_too_many_failures", "ssh_pam_error")
+
+
+def _dedupe(m: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
+    """Re-label lines that repeat an attempt their process already logged (module doc).
+
+    Same scope as `_stitch`: one host and pid, lines at most `STITCH_WINDOW` apart,
+    within one batch.
+    """
+    keys = ["_host", "_pid"]
+    action, outcome = pl.col("event.action"), pl.col("event.outcome")
+    addressed = pl.col("_ip").is_not_null() | pl.col("_domain").is_not_null()
+    verdict_ts = pl.when(action.is_in(_VERDICTS)).then(pl.col("_ts"))
+    failed_ts = pl.when((outcome == "failure") & addressed).then(pl.col("_ts"))
+    g = pl.DataFrame(
+        {
+            "_host": frame["_host"].fill_null(""),
+            "_pid": frame["_pid"],
+            "_ts": frame["_ts"],
+            "event.action": m["event.action"],
+            "event.outcome": m["event.outcome"],
+            "_ip": m["_ip"],
+            "_domain": m["_domain"],
+        }
+    ).select(
+        (pl.col("_pid").is_not_null() & pl.col("_ts").is_not_null()).alias("_keyed"),
+        (pl.col("_ts") - verdict_ts.forward_fill().over(keys)).alias("_since_verdict"),
+        (verdict_ts.backward_fill().over(keys) - pl.col("_ts")).alias("_until_verdict"),
+        (pl.col("_ts") - failed_ts.shift(1).forward_fill().over(keys)).alias("_since_fail"),
+    )
+    near = lambda c: (g[c] <= STITCH_WINDOW).fill_null(False)  # noqa: E731
+    keyed = g["_keyed"]
+    pam_alone = (
+        keyed
+        & (m["event.action"] == "ssh_pam_failure").fill_null(False)
+        & ~near("_since_verdict")
+        & ~near("_until_verdict")
+    )
+    close_after_fail = (
+        keyed
+        & (m["event.action"] == "ssh_disconnect_preauth").fill_null(False)
+        & m["user"].is_null()
+        & near("_since_fail")
+    )
+    return m.with_columns(
+        pl.when(pam_alone)
+        .then(pl.lit("ssh_login"))
+        .when(close_after_fail)
+        .then(pl.lit("ssh_disconnect"))
+        .otherwise(pl.col("event.action"))
+        .alias("event.action")
+    )

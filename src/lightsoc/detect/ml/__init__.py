@@ -1,0 +1,7 @@
+"""Machine-learning analytics: web request classifier, DGA, DNS tunnelling,
+Spot-style suspicious connects (LDA) and RITA-style beaconing.
+
+Models are arrays plus JSON metadata (`modelfile`), scored vectorised on
+polars/numpy columns; per-event models run in the stream as detectors,
+window models (tunnelling, LDA, beaconing) run as scheduled jobs.
+"""

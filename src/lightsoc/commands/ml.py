@@ -22,24 +22,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lightsoc.detect.ml import KINDS
+
 NAME = "ml"
 HELP = "machine-learning models: train, eval, score, list"
 ACTIONS = ("list", "train", "eval", "score")
 
-#: kind -> module. A kind module defines
-#:   DESCRIPTION: str
-#:   train(inputs: list[Path], data_dir: Path | None, from_store: bool) -> ModelFile
-#:   evaluate(inputs: list[Path], data_dir: Path | None) -> dict  (figures, JSON-able)
-#:   load(data_dir: Path | None, name: str | None = None) -> object with
-#:       score(values: list[str]) -> numpy float array (higher = more malicious)
-#: and may leave out what does not apply (a missing function is a usage error).
-KINDS = {
-    "web": "lightsoc.detect.ml.web",
-    "dga": "lightsoc.detect.ml.dga",
-    "tunnel": "lightsoc.detect.ml.tunnel",
-    "lda": "lightsoc.detect.ml.lda",
-    "beacon": "lightsoc.detect.ml.beacon",
-}
+# A kind module (lightsoc.detect.ml.KINDS) defines
+#   DESCRIPTION: str
+#   train(inputs: list[Path], data_dir: Path | None, from_store: bool) -> ModelFile
+#   evaluate(inputs: list[Path], data_dir: Path | None) -> dict  (figures, JSON-able)
+#   load(data_dir: Path | None, name: str | None = None) -> object with
+#       score(values: list[str]) -> numpy float array (higher = more malicious)
+# and may leave out what does not apply (a missing function is a usage error).
 SCORE_CHUNK = 65536
 
 
@@ -132,5 +127,7 @@ def run(args: argparse.Namespace) -> int:
         scores = scorer.score(chunk)
         for v, s in zip(chunk, scores, strict=True):
             score = None if s != s else round(float(s), 6)  # NaN: no score for this input
-            write(orjson.dumps({"value": v, "score": score}).decode() + "\n")
+            # undecodable input bytes (read with surrogateescape) are shown as U+FFFD
+            shown = v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            write(orjson.dumps({"value": shown, "score": score}).decode() + "\n")
     return 0

@@ -33,6 +33,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     meta = json.loads((path / "meta.json").read_text())
     assert meta["kind"] == "web" and meta["format_version"] == modelfile.FORMAT_VERSION
     assert meta["metrics"] == {"f1": 0.99} and meta["created"]
+    assert path.stat().st_mode & 0o777 == 0o755  # readable by the users lightsoc runs as
     with pytest.raises(ModelError, match="no array 'missing'"):
         got.array("missing")
 

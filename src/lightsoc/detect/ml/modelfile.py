@@ -97,6 +97,7 @@ def save(target: Path, model: ModelFile) -> Path:
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shipped model from other users
         buf = io.BytesIO()
         np.savez_compressed(buf, **model.arrays)
         (tmp / _ARRAYS).write_bytes(buf.getvalue())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lightsoc.commands.ml import KINDS  # noqa: E402
+from lightsoc.detect.ml import KINDS  # noqa: E402
 from lightsoc.detect.ml.modelfile import SHIPPED_DIR, save  # noqa: E402
 
 

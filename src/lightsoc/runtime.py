@@ -30,6 +30,7 @@ from lightsoc.sources.base import Source
 from lightsoc.store.events_duckdb import DuckDBEventStore
 
 if TYPE_CHECKING:
+    from lightsoc.detect.ml.stream import MLDetector
     from lightsoc.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,11 @@ def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: 
     # simple DB rules: only from a state store that exists (ingest creates none)
     has_state = stores.state_url != "sqlite" or (stores.data_dir / "state.sqlite").exists()
     rules = build_ruleset(config, stores.data_dir, stores.state if has_state else None)
-    kw.setdefault("detectors", [rules] if len(rules) else [])
-    alerting = stream_alerting(config, stores, {r.id: r.level for r in rules.rules})
+    ml = ml_detector(config, stores.data_dir) if "detectors" not in kw else None
+    kw.setdefault("detectors", [d for d in (rules, ml) if d is not None and len(d)])
+    levels = {r.id: r.level for r in rules.rules} | (ml.levels if ml else {})
+    tags = {r.id: list(r.tags) for r in rules.rules} | (ml.tags if ml else {})
+    alerting = stream_alerting(config, stores, levels, tags)
     progress = kw.pop("on_batch", None)
 
     def on_batch(done: ProcessedBatch) -> None:
@@ -172,7 +176,21 @@ def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: 
     )
 
 
-def stream_alerting(config: Config, stores: Stores, levels: dict[str, str]) -> LazyStreamAlerter:
+def ml_detector(config: Config, data_dir: Path) -> MLDetector | None:
+    """The per-event models of `detect.ml.stream` (None when there are none)."""
+    if not config.detect.ml.stream:
+        return None
+    from lightsoc.detect.ml.stream import MLDetector
+
+    return MLDetector.load(config.detect.ml.stream, data_dir, config.detect.ml.thresholds)
+
+
+def stream_alerting(
+    config: Config,
+    stores: Stores,
+    levels: dict[str, str],
+    tags: dict[str, list[str]] | None = None,
+) -> LazyStreamAlerter:
     """Alerts from flagged events, sent to `alerts.outputs`; built on the first flagged batch."""
 
     def make() -> StreamAlerter:
@@ -181,6 +199,6 @@ def stream_alerting(config: Config, stores: Stores, levels: dict[str, str]) -> L
 
         outputs = Dispatcher.from_config(config.alerts) if config.alerts.outputs else None
         alerts = AlertStore.for_config(stores.state, config)
-        return StreamAlerter(alerts, outputs, levels=lambda: levels)
+        return StreamAlerter(alerts, outputs, levels=lambda: levels, tags=lambda: tags or {})
 
     return LazyStreamAlerter(make)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -52,9 +52,14 @@ def severity_for_score(score: float | None) -> str:
 
 
 def candidates_from_events(
-    events: pl.DataFrame, levels: Mapping[str, str] | None = None
+    events: pl.DataFrame,
+    levels: Mapping[str, str] | None = None,
+    tags: Mapping[str, Sequence[str]] | None = None,
 ) -> list[AlertCandidate]:
-    """One candidate per (rule, entity) among the events that carry `rule.name`."""
+    """One candidate per (rule, entity) among the events that carry `rule.name`.
+
+    `levels`/`tags`: per rule id, the severity and tags its alerts carry.
+    """
     if "rule.name" not in events.columns or events.height == 0:
         return []
     cols = events.columns
@@ -95,6 +100,7 @@ def candidates_from_events(
         )
     )
     levels = levels or {}
+    tags = tags or {}
     return [
         AlertCandidate(
             rule_id=g["rid"],
@@ -107,6 +113,7 @@ def candidates_from_events(
             count=g["count"],
             score=g["score"],
             event_ids=[i for i in g["ids"] if i is not None],
+            tags=list(tags.get(g["rid"], ())),
         )
         for g in groups.iter_rows(named=True)
     ]
@@ -121,10 +128,12 @@ class StreamAlerter:
         dispatcher: Dispatcher | None = None,
         *,
         levels: Callable[[], Mapping[str, str]] | None = None,
+        tags: Callable[[], Mapping[str, Sequence[str]]] | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.levels = levels
+        self.tags = tags
         self.raised = 0
         self.notified = 0
         self.errors = 0
@@ -137,7 +146,11 @@ class StreamAlerter:
     def raise_for(self, events: pl.DataFrame) -> None:
         """Raise alerts for the flagged rows of `events` (and notify the outputs)."""
         try:
-            candidates = candidates_from_events(events, self.levels() if self.levels else None)
+            candidates = candidates_from_events(
+                events,
+                self.levels() if self.levels else None,
+                self.tags() if self.tags else None,
+            )
             if not candidates:
                 return
             changed = []

@@ -175,4 +175,29 @@ def start_background(
 
     thread = threading.Thread(target=main, name="correlation-scheduler", daemon=True)
     thread.start()
+    threading.Thread(
+        target=_ml_jobs_main, args=(config, stores, stop), name="ml-jobs", daemon=True
+    ).start()
     return thread
+
+
+def _ml_jobs_main(config: Config, stores: Stores, stop: threading.Event) -> None:
+    """The window models (beaconing, ...) of `detect.ml.jobs`, on their own schedule."""
+    from lightsoc.alerts.outputs.dispatcher import Dispatcher
+    from lightsoc.detect.ml import jobs
+
+    dispatcher = None
+    try:
+        if config.alerts.outputs:
+            dispatcher = Dispatcher.from_config(config.alerts)
+        notify = dispatcher.notify if dispatcher is not None else None
+        runner = jobs.from_config(config, stores.events, stores.state, notify=notify)
+        if runner is not None:
+            log.info("ml jobs: %s", ", ".join(j.kind for j, _ in runner.jobs))
+            runner.loop(stop)
+    except Exception:
+        log.exception("ml jobs could not start")
+    finally:
+        if dispatcher is not None:
+            dispatcher.flush(10)
+            dispatcher.close()

@@ -335,10 +335,13 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         )
         return self._cur().sql(sql, params=[*src_params, *params, int(limit)]).to_arrow_table()
 
-    def read_range(self, time_range: TimeRange, fields: Sequence[str] | None = None) -> pa.Table:
-        """Every event of the time range (only `fields`), oldest first: for scheduled detection."""
+    def read_range(
+        self, time_range: TimeRange, fields: Sequence[str] | None = None, query: str = ""
+    ) -> pa.Table:
+        """Every event of the time range matching `query` (only `fields`), oldest first:
+        for scheduled detection."""
         sql, params = self._select(
-            _select_list(fields), "", time_range, 'ORDER BY "@timestamp", "event.id"'
+            _select_list(fields), query, time_range, 'ORDER BY "@timestamp", "event.id"'
         )
         return self._cur().sql(sql, params=params).to_arrow_table()
 

@@ -94,6 +94,8 @@ class CompiledRule:
     kind: str = "sigma"
     #: necessary literals {field: {needle}} (see `prefilter`); None: evaluate every row
     prefilter: dict[str, set[str]] | None = None
+    #: Sigma tags (attack.t1190, ...): its alerts carry them
+    tags: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -263,6 +265,7 @@ def compile_rule(rule: SigmaRule, origin: str = "") -> CompiledRule:
         lowered=comp.lowered,
         origin=origin,
         prefilter=needed,
+        tags=[str(t) for t in rule.tags or []],
     )
 
 

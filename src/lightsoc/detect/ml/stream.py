@@ -1,0 +1,177 @@
+"""Per-event models in the stream: the web request classifier and DGA scoring.
+
+`MLDetector` is a pipeline detector like a `RuleSet`: it scores the rows a
+model applies to (web requests: a URL path; DNS: a query name), vectorised
+over the batch, and flags those at or above the model's threshold by
+appending the model's rule title/id to `rule.name`/`rule.id` and raising
+`event.risk_score` (score x 100). Stream alerting then raises one alert per
+(model, entity), tagged `ml`, like any rule.
+
+A model that cannot be loaded (missing, corrupt, from another version) is
+logged and left out: the pipeline runs on without it, never crashes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lightsoc.detect.ml import KINDS
+
+log = logging.getLogger(__name__)
+
+
+def _web_targets(df: pl.DataFrame) -> pl.Series:
+    """path?query as in an access log's request line (what the web model is trained on)."""
+    if "url.path" not in df.columns:
+        if "url.original" in df.columns:
+            return df.get_column("url.original").cast(pl.String)
+        return pl.Series([None] * df.height, dtype=pl.String)
+    path = pl.col("url.path").cast(pl.String)
+    if "url.query" in df.columns:
+        q = pl.col("url.query").cast(pl.String)
+        path = pl.when(q.is_not_null() & (q != "")).then(path + "?" + q).otherwise(path)
+    return df.select(path.alias("t")).get_column("t")
+
+
+def _dns_names(df: pl.DataFrame) -> pl.Series:
+    if "dns.question.name" not in df.columns:
+        return pl.Series([None] * df.height, dtype=pl.String)
+    return df.get_column("dns.question.name").cast(pl.String)
+
+
+@dataclass(frozen=True)
+class StreamModel:
+    """How a per-event model shows up as a rule."""
+
+    kind: str
+    rule_id: str
+    title: str
+    level: str
+    values: Callable[[pl.DataFrame], pl.Series]
+    tags: tuple[str, ...] = ()
+
+
+STREAM_MODELS: dict[str, StreamModel] = {
+    "web": StreamModel(
+        "web",
+        "ml-web-request-classifier",
+        "ML Web Attack Request",
+        "medium",
+        _web_targets,
+        ("ml", "attack.initial-access", "attack.t1190"),
+    ),
+    "dga": StreamModel(
+        "dga",
+        "ml-dga-domain",
+        "ML DGA Domain",
+        "medium",
+        _dns_names,
+        ("ml", "attack.command-and-control", "attack.t1568.002"),
+    ),
+}
+
+
+@dataclass
+class _Loaded:
+    model: StreamModel
+    scorer: Any
+    threshold: float
+
+
+@dataclass
+class MLDetector:
+    """Scores each batch with the loaded per-event models (see the module doc)."""
+
+    loaded: list[_Loaded] = field(default_factory=list)
+    errors: int = 0
+
+    @classmethod
+    def load(
+        cls,
+        kinds: Sequence[str],
+        data_dir: Path | None,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> MLDetector:
+        """The models `kinds` (data directory's, else shipped); unloadable ones are skipped."""
+        out = cls()
+        for kind in kinds:
+            spec = STREAM_MODELS.get(kind)
+            if spec is None:
+                log.warning(
+                    "ml: %r is not a per-event model (stream: %s)", kind, ", ".join(STREAM_MODELS)
+                )
+                continue
+            try:
+                scorer = importlib.import_module(KINDS[kind]).load(data_dir, None)
+            except Exception as e:  # noqa: BLE001 - any broken model: run without it
+                log.warning("ml: %s model not loaded, stream scoring without it: %s", kind, e)
+                continue
+            threshold = float((thresholds or {}).get(kind, scorer.threshold))
+            out.loaded.append(_Loaded(spec, scorer, threshold))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.loaded)
+
+    @property
+    def levels(self) -> dict[str, str]:
+        return {m.model.rule_id: m.model.level for m in self.loaded}
+
+    @property
+    def tags(self) -> dict[str, list[str]]:
+        return {m.model.rule_id: list(m.model.tags) for m in self.loaded}
+
+    def detect(self, df: pl.DataFrame) -> pl.DataFrame:
+        for m in self.loaded:
+            try:
+                df = self._apply(df, m)
+            except Exception:  # a model bug must not lose the batch's events
+                log.exception("ml: %s scoring failed on a batch", m.model.kind)
+                self.errors += 1
+        return df
+
+    @staticmethod
+    def _apply(df: pl.DataFrame, m: _Loaded) -> pl.DataFrame:
+        values = m.model.values(df)
+        present = values.is_not_null().to_numpy()
+        if not present.any():
+            return df
+        idx = np.flatnonzero(present)
+        scores = np.full(df.height, np.nan)
+        scores[idx] = np.asarray(m.scorer.score(values.gather(idx)), dtype=np.float64)
+        hit = np.nan_to_num(scores, nan=-1.0) >= m.threshold
+        if not hit.any():
+            return df
+        return flag(df, pl.Series(hit), m.model.title, m.model.rule_id, scores * 100.0)
+
+
+def flag(
+    df: pl.DataFrame, hit: pl.Series, name: str, rule_id: str, score: np.ndarray
+) -> pl.DataFrame:
+    """Append `name`/`rule_id` to rule.name/rule.id where `hit`; keep the higher risk score."""
+    str_list = pl.List(pl.String)
+    exprs = []
+    for col, value in (("rule.name", name), ("rule.id", rule_id)):
+        old = pl.col(col).cast(str_list) if col in df.columns else pl.lit(None, str_list)
+        exprs.append(
+            pl.when(pl.lit(hit))
+            .then(pl.concat_list(old.fill_null(pl.lit([], str_list)), pl.lit([value], str_list)))
+            .otherwise(old)
+            .alias(col)
+        )
+    old_score = (
+        pl.col("event.risk_score").cast(pl.Float64)
+        if "event.risk_score" in df.columns
+        else pl.lit(None, pl.Float64)
+    )
+    new_score = pl.when(pl.lit(hit)).then(pl.lit(pl.Series(score, dtype=pl.Float64)))
+    exprs.append(pl.max_horizontal(old_score, new_score).alias("event.risk_score"))
+    return df.with_columns(exprs)

@@ -284,3 +284,23 @@ def test_row_fallback_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nginx_json, "_ROW_FALLBACK", 2)
     lines = [LINE] * 9 + ["{oops"] + [LINE] * 9
     assert parse(lines)[OK].to_list() == [True] * 9 + [False] + [True] * 9
+
+
+def test_ecs_json_events_are_not_nginx_lines() -> None:
+    """Packetbeat/Filebeat ECS events nest `"ip"` under `source`: the generic JSON parser's."""
+    ecs = json.dumps(
+        {
+            "@timestamp": "2026-11-20T09:00:00Z",
+            "event": {"dataset": "dns"},
+            "source": {"ip": "10.1.1.66", "port": 5000},
+            "dns": {"question": {"name": "example.com", "type": "A"}},
+        }
+    )
+    dotted = json.dumps({"@timestamp": "2026-11-20T09:00:00Z", "source.ip": "10.1.1.7"})
+    flat = json.dumps({"remote_addr": "10.1.1.8", "request": "GET / HTTP/1.1", "status": 200})
+    parser = get_parser("nginx_json")
+    assert parser.matches(pl.Series([ecs, dotted, flat])).to_list() == [False, False, True]
+    df = get_parser("auto").parse(pl.Series([ecs, flat]))
+    assert df["event.dataset"].to_list() == ["dns", "nginx.access"]
+    assert df["dns.question.name"].to_list() == ["example.com", None]
+    assert df["source.ip"].to_list() == ["10.1.1.66", "10.1.1.8"]

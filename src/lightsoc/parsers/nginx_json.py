@@ -95,6 +95,11 @@ DEFAULT_FIELD_MAP: dict[str, str] = {
 }
 
 _RX_EPOCH = r"^[0-9]{9,10}(?:\.[0-9]+)?$"
+#: keys of an ECS event: a nested ECS object or a dotted ECS field
+_ECS_JSON = (
+    r'"(?:source|destination|event|ecs|dns|network|client|server|agent)"\s*:\s*\{'
+    r'|"(?:source|destination|event|dns|network)\.[a-z_]+"\s*:'
+)
 _ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f")
 #: lines per NDJSON read: a malformed line costs a re-read of its chunk only
@@ -268,7 +273,10 @@ class NginxJsonParser(Parser):
         self._detect = rf"^\s*\{{.*(?:{alts})\s*:"
 
     def matches(self, raw: pl.Series) -> pl.Series:
-        return as_text(raw).str.contains(self._detect).fill_null(False)
+        # nginx's `log_format escape=json` is flat; nested ECS objects (Filebeat, Packetbeat:
+        # {"source": {"ip": ...}}) or dotted ECS keys are events for the generic JSON parser
+        text = as_text(raw)
+        return (text.str.contains(self._detect) & ~text.str.contains(_ECS_JSON)).fill_null(False)
 
     def _batch_keys(self, text: pl.Series) -> list[str]:
         """The JSON keys to decode in this batch.

@@ -13,6 +13,10 @@ Cases (kept as data: generator + command + the figure to watch):
               store: flow records/s, and the decoder alone (bench/netflow.py).
   pcap_dns    a 500k-packet DNS capture through `lightsoc ingest` and through
               tshark in the same run: packets/s and the ratio (bench/pcap_dns.py).
+  ml_*        the models: web classifier requests/s (target >= 100,000), DGA
+              names/s (>= 200,000), LDA training on 1M flows (<= 60 s) and
+              scoring (>= 200,000 records/s), beacon scoring records/s; peak RSS
+              of each (bench/ml_web.py, ml_dga.py, ml_lda.py, ml_beacon.py).
   rules       every loaded Sigma rule (built-in + SigmaHQ) on 1M parsed web
               events, and pySigma's SQLite backend on the same rules and events
               in an in-memory SQLite: events/s and the ratio (bench/rules.py).
@@ -227,7 +231,9 @@ NETWORK_SUMMARY = {
     "pcap_dns": _pcap_line,
     "rules": _rules_line,
 }
-CASES = ("ingest", "top10", "syslog", "netflow", "pcap_dns", "rules")
+#: machine-learning cases: bench/<name>.py with run(out) -> dict and line(dict) -> str
+ML_CASES = ("ml_web", "ml_dga", "ml_lda", "ml_beacon")
+CASES = ("ingest", "top10", "syslog", "netflow", "pcap_dns", "rules", *ML_CASES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         if case in args.only:
             results[case] = _load(case).run(args.out / case)
             print(NETWORK_SUMMARY[case](results[case]), flush=True)
+    for case in ML_CASES:
+        if case in args.only:
+            mod = _load(case)
+            results[case] = mod.run(args.out / case)
+            print(mod.line(results[case]), flush=True)
     results["load_average_after"] = os.getloadavg()[0]
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0

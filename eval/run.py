@@ -3,7 +3,11 @@
 Sections (each runs the real pipeline with the built-in rule pack as it is on
 disk now): web (CSIC 2010 and real benign access logs), auth (fail2ban's
 failJSON annotations), zeek (Zeek's SSH/FTP brute-force traces as flows),
-scans (a SYN scan capture and Stratosphere's port-scan data). Prints a table
+scans (a SYN scan capture and Stratosphere's port-scan data); and the
+machine-learning models: ml_web (CSIC 2010: rules vs KNN vs the shipped
+classifier), ml_dga (unseen DGA families), ml_tunnel (tunnelling captures vs
+normal DNS), ml_lda (Spot-style suspicious connects with injected anomalies),
+ml_beacon (RITA-style beaconing). Prints a table
 per section; `--json PATH` writes every figure. Always exits 0: it is a
 report, a missed target is printed as MISSED.
 """
@@ -11,6 +15,7 @@ report, a missed target is printed as MISSED.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -22,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python eval/run
 
 from eval import auth, flows, web  # noqa: E402
 
-SECTIONS = ("web", "auth", "zeek", "scans")
+#: sections that are a module eval/<name>.py with run() -> dict and report(dict) -> str
+MODULE_SECTIONS = ("ml_web", "ml_dga", "ml_tunnel", "ml_lda", "ml_beacon")
+SECTIONS = ("web", "auth", "zeek", "scans", *MODULE_SECTIONS)
 
 
 def run_section(name: str) -> tuple[dict[str, Any], str]:
@@ -30,6 +37,10 @@ def run_section(name: str) -> tuple[dict[str, Any], str]:
     if name == "web":
         res = web.run()
         return res, web.report(res)
+    if name in MODULE_SECTIONS:
+        mod = importlib.import_module(f"eval.{name}")
+        res = mod.run()
+        return res, mod.report(res)
     if name == "auth":
         res = auth.run()
         return res, auth.report(res)

@@ -29,16 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def _web_targets(df: pl.DataFrame) -> pl.Series:
-    """path?query as in an access log's request line (what the web model is trained on)."""
-    if "url.path" not in df.columns:
-        if "url.original" in df.columns:
-            return df.get_column("url.original").cast(pl.String)
-        return pl.Series([None] * df.height, dtype=pl.String)
-    path = pl.col("url.path").cast(pl.String)
-    if "url.query" in df.columns:
-        q = pl.col("url.query").cast(pl.String)
-        path = pl.when(q.is_not_null() & (q != "")).then(path + "?" + q).otherwise(path)
-    return df.select(path.alias("t")).get_column("t")
+    """The request target as in an access log (what the web model is trained on)."""
+    from lightsoc.detect.ml.web import event_targets
+
+    return event_targets(df)
 
 
 def _dns_names(df: pl.DataFrame) -> pl.Series:

@@ -27,6 +27,9 @@ from lightsoc.detect.ml import KINDS
 
 log = logging.getLogger(__name__)
 
+#: distinct values scored per model call
+SCORE_SLICE = 4096
+
 
 def _web_targets(df: pl.DataFrame) -> pl.Series:
     """The request target as in an access log (what the web model is trained on)."""
@@ -135,12 +138,24 @@ class MLDetector:
     @staticmethod
     def _apply(df: pl.DataFrame, m: _Loaded) -> pl.DataFrame:
         values = m.model.values(df)
-        present = values.is_not_null().to_numpy()
-        if not present.any():
+        if values.null_count() == len(values):
             return df
-        idx = np.flatnonzero(present)
-        scores = np.full(df.height, np.nan)
-        scores[idx] = np.asarray(m.scorer.score(values.gather(idx)), dtype=np.float64)
+        # access logs repeat their URLs (assets, polling) and DNS its names: score each
+        # distinct value of the batch once
+        distinct = values.drop_nulls().unique()
+        # in slices: a model's per-byte work arrays stay small beside the batch
+        parts = [
+            np.asarray(m.scorer.score(distinct.slice(i, SCORE_SLICE)), dtype=np.float64)
+            for i in range(0, len(distinct), SCORE_SLICE)
+        ]
+        scored = pl.DataFrame({"v": distinct, "s": np.concatenate(parts)})
+        scores = (
+            pl.DataFrame({"v": values})
+            .join(scored, on="v", how="left", maintain_order="left")
+            .get_column("s")
+            .fill_null(np.nan)
+            .to_numpy()
+        )
         hit = np.nan_to_num(scores, nan=-1.0) >= m.threshold
         if not hit.any():
             return df

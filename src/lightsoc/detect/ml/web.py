@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import polars as pl
-from sklearn.linear_model import LogisticRegression
 
 from lightsoc.detect.ml import modelfile, web_data
 from lightsoc.detect.ml import web_features as wf
 from lightsoc.detect.ml.modelfile import ModelError, ModelFile
-from lightsoc.detect.ml.web_knn import STOP_WORDS, KnnWebModel
+
+if TYPE_CHECKING:  # scikit-learn (~140 MB) is imported only to train: the stream scores without it
+    from lightsoc.detect.ml.web_knn import KnnWebModel
 
 DESCRIPTION = (
     "web request classifier on path?query: hashed byte n-grams + logistic regression "
@@ -65,6 +66,8 @@ class LinearWebModel:
     @classmethod
     def fit(cls, targets: list[str], y: np.ndarray, c: float = C) -> LinearWebModel:
         x = wf.hashed_matrix(targets)
+        from sklearn.linear_model import LogisticRegression
+
         lr = LogisticRegression(C=c, solver="liblinear", max_iter=2000, random_state=SEED)
         lr.fit(x, y)
         w = np.zeros((1 << wf.BITS) + 1, np.float32)
@@ -100,7 +103,7 @@ class LinearWebModel:
             raise ModelError(f"{mf.path or KIND}: {e}") from None
 
 
-Scorer = LinearWebModel | KnnWebModel
+Scorer: TypeAlias = "LinearWebModel | KnnWebModel"
 
 
 # -- training ----------------------------------------------------------------------------
@@ -122,6 +125,8 @@ def fit(targets: list[str], y: np.ndarray, model: str = "linear") -> Scorer:
     if model == "linear":
         return LinearWebModel.fit(targets, y)
     if model == "knn":
+        from lightsoc.detect.ml.web_knn import KnnWebModel
+
         return KnnWebModel.fit(targets, y)
     raise ModelError(f"unknown web model {model!r} (known: {', '.join(MODELS)})")
 
@@ -206,6 +211,8 @@ def _model_file(
             "digits -> 0, first 256 bytes",
         }
     else:
+        from lightsoc.detect.ml.web_knn import STOP_WORDS
+
         params |= {"k": scorer.k, "stop_words": sorted(STOP_WORDS)}
     meta = {"params": params, "metrics": figures, "training": training}
     meta["threshold"] = scorer.threshold
@@ -318,6 +325,8 @@ def from_file(mf: ModelFile) -> Scorer:
     if model == "linear":
         return LinearWebModel.from_file(mf)
     if model == "knn":
+        from lightsoc.detect.ml.web_knn import KnnWebModel
+
         return KnnWebModel.from_file(mf)
     raise ModelError(f"{mf.path or KIND}: unknown web model {model!r}")
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 WIDTH = 256
 #: raw bytes read before decoding: decoding shrinks `%XX` to one byte
@@ -219,6 +222,8 @@ def _scale(b: Bytes, nmax: int = NMAX) -> np.ndarray:
 
 def hashed_matrix(values: list[str] | pl.Series, bits: int = BITS) -> sp.csr_matrix:
     """The scaled n-gram count matrix (rows x 2**bits) for training."""
+    import scipy.sparse as sp  # training only: scoring needs no scipy
+
     b = normalise(values)
     s, r = slots(b, bits)
     scale = _scale(b)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser, common: Callable[..., None]) 
         "--from-store", action="store_true", help="train on (rule-labelled) stored events"
     )
     parser.add_argument("--name", default=None, help="model name (default: the kind)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="train: the model type where a kind has several (web: linear, knn)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     common(parser)
 
@@ -105,7 +111,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "train":
         from lightsoc.detect.ml.modelfile import models_dir, save
 
-        model = _fn(mod, "train", args.kind, "train")(args.input, data_dir, args.from_store)
+        train = _fn(mod, "train", args.kind, "train")
+        extra = {}
+        if args.model is not None:
+            if "model" not in inspect.signature(train).parameters:
+                raise UsageError(f"--model does not apply to {args.kind!r}")
+            extra["model"] = args.model
+        model = train(args.input, data_dir, args.from_store, **extra)
         path = save(models_dir(data_dir) / (args.name or args.kind), model)
         out = {"model": str(path), "metrics": model.meta.get("metrics", {})}
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
@@ -116,11 +128,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.file:
         raise UsageError("ml score KIND FILE: name the input file (- for standard input)")
+    load = _fn(mod, "load", args.kind, "score")
     try:
         values = _lines(args.file)
     except OSError as e:
         raise UsageError(f"{args.file}: {e.strerror or e}") from None
-    scorer = _fn(mod, "load", args.kind, "score")(data_dir, args.name)
+    scorer = load(data_dir, args.name)
     write = sys.stdout.write
     for i in range(0, len(values), SCORE_CHUNK):
         chunk = values[i : i + SCORE_CHUNK]

@@ -123,3 +123,7 @@ def test_cli_list_and_usage_errors(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown model kind 'nosuch'" in unknown.stderr
     missing = ml("score", "dga")
     assert missing.returncode == 2 and "name the input file" in missing.stderr
+    no_model_type = ml("train", "dga", "--model", "knn")
+    assert no_model_type.returncode == 2 and "--model does not apply" in no_model_type.stderr
+    no_scorer = ml("score", "beacon", "x")
+    assert no_scorer.returncode == 2 and "does not apply to 'beacon'" in no_scorer.stderr

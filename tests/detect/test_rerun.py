@@ -19,7 +19,10 @@ TRAVERSAL = "/download?file=../../../../etc/passwd"
 
 def _setup(tmp_path: Path, rules: str) -> Path:
     cfg = tmp_path / "lightsoc.yml"
-    cfg.write_text(f"data_dir: {tmp_path / 'data'}\ndetect:\n  rules: [{rules}]\n")
+    # the rules alone: the stream's models would alert on these requests too
+    cfg.write_text(
+        f"data_dir: {tmp_path / 'data'}\ndetect:\n  rules: [{rules}]\n  ml: {{stream: []}}\n"
+    )
     return cfg
 
 

@@ -134,6 +134,8 @@ def test_background_thread_uses_the_given_stores(env: Env) -> None:
         thread.join(60)
         assert not thread.is_alive()
         marks = WatermarkStore(env.stores.state).get_all()
+        # the ML window jobs keep their last runs beside the rules' ("ml:beacon", ...)
+        marks = {k: m for k, m in marks.items() if not k.startswith("ml:")}
         assert len(marks) == N_CORR and all(m >= now for m in marks.values())
         assert [a.entity_value for a in env.alerts.find(rule_id=BRUTE)] == ["198.51.100.99"]
         sent = receiver.wait(1)[0].json()["alerts"]

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from lightsoc.detect.ml import KINDS
+from lightsoc.enrich.allowlist import ALLOWED
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,9 @@ class MLDetector:
     @staticmethod
     def _apply(df: pl.DataFrame, m: _Loaded) -> pl.DataFrame:
         values = m.model.values(df)
+        if ALLOWED in df.columns:  # the allow list trusts these rows: never scored or flagged
+            trusted = df.get_column(ALLOWED).fill_null(False)
+            values = pl.select(pl.when(trusted).then(None).otherwise(values)).to_series()
         if values.null_count() == len(values):
             return df
         # access logs repeat their URLs (assets, polling) and DNS its names: score each

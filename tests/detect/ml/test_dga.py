@@ -154,10 +154,34 @@ def test_training_is_deterministic_and_needs_both_classes(data: pl.DataFrame) ->
     y = (part["label"] == "dga").to_numpy()
     a, b = dga.fit(part["domain"], y), dga.fit(part["domain"], y)
     assert np.array_equal(a.weights, b.weights) and a.intercept == b.intercept
+    assert np.array_equal(a.ngram, b.ngram) and np.array_equal(a.pair_weights, b.pair_weights)
     with pytest.raises(ModelError, match="both"):
         dga.fit(part["domain"], np.ones(part.height, dtype=bool))
     with pytest.raises(ModelError, match="both"):
         dga.fit(["localhost", "1.2.3.4", "x.example.com"], np.array([True, False, True]))
+
+
+def test_scoring_sums_the_ngram_weights_the_training_matrix_holds(
+    data: pl.DataFrame, shipped: dga.DgaModel
+) -> None:
+    # the scorer's per-label gather must agree with the sparse design matrix of training
+    from scipy import sparse
+
+    names = data["domain"].sample(2000, seed=2)
+    names = pl.concat([names, pl.Series(["", "1.2.3.4", "a.b.xjwqkz.co.uk", "x.com", "ab.io"])])
+    x, z = F.features_ngram(names, shipped.tables, shipped.ngram)
+    r, c, v = dga._ngram_matrix(names)
+    m = sparse.csr_matrix((v, (r, c)), shape=(len(names), F.NGRAM_SIZE))
+    assert np.allclose(z, m @ shipped.ngram)
+    assert (z[np.isnan(x[:, 0])] == 0).all() and np.isnan(x[-5:-3, 0]).all()
+    # every label has 3 * length + 2 n-grams, each weighing 1/sqrt(that count)
+    _, lengths, _ = F.split_labels(names)
+    ok = lengths > 0
+    counts = np.bincount(r, minlength=len(names))
+    assert np.array_equal(counts[ok], 3 * lengths[ok] + 2) and (counts[~ok] == 0).all()
+    assert (c < F.NGRAM_SIZE).all() and (c >= 0).all()
+    # the n-gram component and the pair bins carry weight in the shipped model
+    assert np.abs(shipped.ngram).max() > 0.1 and np.abs(shipped.pair_weights).max() > 0.1
 
 
 def test_threshold_flags_at_most_the_target_share() -> None:
@@ -183,6 +207,23 @@ def test_model_file_round_trip_and_damage(tmp_path: Path, shipped: dga.DgaModel)
     mf.arrays["weights"] = mf.arrays["weights"][:, :2]
     modelfile.save(target, mf)
     with pytest.raises(ModelError, match="shapes"):
+        dga.load(tmp_path)
+    for key, value in (
+        ("ngram", np.zeros(10, np.float32)),
+        ("ngram", np.full(F.NGRAM_SIZE, np.nan, np.float32)),
+        ("pairs", np.array([[0, 99]])),
+        ("pair_weights", np.zeros((2, 3, 3))),
+    ):
+        mf = shipped.to_file()
+        mf.arrays[key] = value
+        modelfile.save(target, mf)
+        with pytest.raises(ModelError, match="shapes"):
+            dga.load(tmp_path)
+    mf = shipped.to_file()  # a model of the version before the n-gram component
+    for key in ("ngram", "pairs", "pair_weights"):
+        del mf.arrays[key]
+    modelfile.save(target, mf)
+    with pytest.raises(ModelError, match="no array"):
         dga.load(tmp_path)
     mf = shipped.to_file()
     mf.arrays["features"] = np.array(["length"])

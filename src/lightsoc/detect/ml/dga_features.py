@@ -113,6 +113,11 @@ CHUNK = 32768
 #: 4- and 5-grams of benign labels are kept as bit sets (`SEEN_SIZE` bits)
 SEEN_ORDERS = (4, 5)
 SEEN_BITS = 22  # names per numpy pass: keeps the per-byte arrays in cache
+#: the n-gram component: one weight per bigram and trigram (exact; the closing ones, with
+#: the end marker, end in code 0, which no inner n-gram does) and per 4-gram hashed into
+#: 2**NGRAM_BITS slots; `NGRAM_SIZE` weights in all
+NGRAM_BITS = 16
+NGRAM_SIZE = ALPHABET**2 + ALPHABET**3 + (1 << NGRAM_BITS)
 
 # hash-set flags of a suffix
 _MIX = 0x9E3779B97F4A7C15
@@ -403,21 +408,48 @@ def benign_tables(codes: np.ndarray, lengths: np.ndarray, alpha: float = 0.1) ->
     return out
 
 
+def ngram_index(
+    g: dict[int, np.ndarray], closing: dict[int, np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Weight indices of the n-grams of labels (`_grams` output): per code, its bigram,
+    trigram and hashed 4-gram (start markers pad the first ones); per label, its closing
+    bigram and trigram. Every label has 3 * length + 2 of them."""
+    off3, off4 = ALPHABET**2, ALPHABET**2 + ALPHABET**3
+    h4 = ((g[4].astype(np.int64) * 2654435761) >> 9) & ((1 << NGRAM_BITS) - 1)
+    return [g[2], g[3] + off3, h4 + off4], [closing[2], closing[3] + off3]
+
+
 def features(names: list[str] | pl.Series, tables: dict[str, np.ndarray]) -> np.ndarray:
     """(n, len(FEATURES)) float64 feature matrix; rows of unscorable names are NaN."""
+    return features_ngram(names, tables, None)[0]
+
+
+def features_ngram(
+    names: list[str] | pl.Series, tables: dict[str, np.ndarray], ngram: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The feature matrix and, per name, the sum of the `ngram` weights of its hashed
+    n-grams (as `ngram_matrix` weighs them; 0 when `ngram` is None). One label split
+    serves both."""
     series = names if isinstance(names, pl.Series) else pl.Series("name", names, dtype=pl.Utf8)
-    parts = [_features_chunk(series.slice(i, CHUNK), tables) for i in range(0, len(series), CHUNK)]
-    return np.vstack(parts) if parts else np.zeros((0, len(FEATURES)))
+    parts = [
+        _features_chunk(series.slice(i, CHUNK), tables, ngram) for i in range(0, len(series), CHUNK)
+    ]
+    if not parts:
+        return np.zeros((0, len(FEATURES))), np.zeros(0)
+    return np.vstack([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _features_chunk(series: pl.Series, tables: dict[str, np.ndarray]) -> np.ndarray:
+def _features_chunk(
+    series: pl.Series, tables: dict[str, np.ndarray], ngram: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     codes, lengths, cls = split_labels(series)
     n = lengths.size
     x = np.full((n, len(FEATURES)), np.nan)
+    z = np.zeros(n)
     ok = lengths > 0
     m = int(ok.sum())
     if m == 0:
-        return x
+        return x, z
     lens = lengths[ok]
     starts = np.cumsum(lens) - lens
     L = lens.astype(np.float64)
@@ -443,6 +475,11 @@ def _features_chunk(series: pl.Series, tables: dict[str, np.ndarray]) -> np.ndar
     prev_ld[starts] = 0
     switches = per_label((ld * prev_ld == 2).view(np.int8))  # letter<->digit
     g, closing, pos = _grams(codes, starts, lens)
+    if ngram is not None:
+        inner, ends = ngram_index(g, closing)
+        wsum = ngram[inner[0]] + ngram[inner[1]] + ngram[inner[2]]
+        zl = per_label(wsum) + ngram[ends[0]] + ngram[ends[1]]
+        z[ok] = zl / np.sqrt(3.0 * L + 2.0)
     t2, t3 = tables["logp2"], tables["logp3"]
     lp2 = t2[g[2]]
     rare = per_label((lp2 < _RARE).view(np.int8)) / (L + 1)
@@ -486,4 +523,4 @@ def _features_chunk(series: pl.Series, tables: dict[str, np.ndarray]) -> np.ndar
             onehot,
         ]
     )
-    return x
+    return x, z

@@ -178,3 +178,34 @@ def test_log2_bins() -> None:
     got = df.select(lw.log2_bin(pl.col("v")).alias("b"))["b"].to_list()
     want = [str(math.ceil(math.log2(v + 1))) for v in (0, 1, 2, 3, 1023, 1024)] + ["x", "x"]
     assert got == want
+
+
+def test_rare_flow_words_back_off_to_coarser_words() -> None:
+    common = "c:tcp:443:14:12:5"
+    w = pl.DataFrame(
+        {
+            lw.ROW: list(range(8)),
+            lw.SIDE: ["a"] * 8,
+            lw.DOC: ["10.0.0.1"] * 8,
+            # one-off hour of a common behaviour; a one-off of everything but bytes; a unique one
+            lw.WORD: [common] * 3
+            + ["c:tcp:443:3:12:5"]
+            + ["c:tcp:443:9:12:6"] * 1
+            + ["s:udp:53:1:7:1"]
+            + ["c:tcp:443:2:12:7"] * 2,
+        }
+    )
+    out = lw.back_off(w, "flow", 3)
+    assert out.columns == w.columns and out[lw.ROW].to_list() == list(range(8))
+    got = out[lw.WORD].to_list()
+    assert got[:3] == [common] * 3  # frequent enough: unchanged
+    assert got[3] == "c:tcp:443:*:12:5"  # 4 records share the hour-less word
+    assert got[4] == "c:tcp:443:*:12:*" and got[6:] == ["c:tcp:443:*:12:*"] * 2
+    assert got[5] == "s:udp:53:*:7:*"  # nothing to back off to: the coarsest form
+    assert lw.back_off(w, "flow", 1).equals(w) and lw.back_off(w, "dns", 3).equals(w)
+    # scoring: unknown words take their first known coarser form, order kept
+    vocab = pl.Series(lw.WORD, [common, "c:tcp:443:*:12:5", "c:tcp:443:*:12:*"])
+    mapped = lw.map_to_vocab(w, "flow", vocab)[lw.WORD].to_list()
+    assert mapped[:4] == [common] * 3 + ["c:tcp:443:*:12:5"]
+    assert mapped[4] == "c:tcp:443:*:12:*" and mapped[5] == "s:udp:53:*:7:*"
+    assert lw.map_to_vocab(w.clear(), "flow", vocab).height == 0

@@ -54,6 +54,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "learning_decay": 0.7,
     "random_state": 0,
     "max_doc_update_iter": 100,
+    # flow words seen fewer times in the window back off to a coarser word (`lda_words.back_off`)
+    "min_count": 10,
 }
 #: Spot's replication of a record rated benign into the next training
 FEEDBACK_DUPLICATION = 1000
@@ -210,6 +212,10 @@ class LdaModel:
     # Documents and words are joined on 64-bit hashes of their text: joins and
     # group-bys on integers are several times faster than on strings.
     @cached_property
+    def _vocab(self) -> pl.Series:
+        return pl.Series(lw.WORD, self.vocab, dtype=pl.Utf8)
+
+    @cached_property
     def _word_ids(self) -> pl.DataFrame:
         return _ids(self.vocab, lw.WORD, _WH, "wi")
 
@@ -266,6 +272,7 @@ class LdaModel:
         """P(word | IP) for each ``(doc, word, n)`` row of `pairs`."""
         if pairs.height == 0:
             return np.zeros(0)
+        pairs = lw.map_to_vocab(pairs, self.record_type, self._vocab)
         return self._probs(_hashed(pairs), pairs[COUNT].to_numpy().astype(np.float64))
 
     def _new_doc_topics(self, docs: pl.Series, wi: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -283,7 +290,12 @@ class LdaModel:
         return mix[codes]
 
     def score_words(self, w: pl.DataFrame) -> pl.DataFrame:
-        """Add the score `p` to each ``(_row, side, doc, word)`` row."""
+        """Add the score `p` to each ``(_row, side, doc, word)`` row.
+
+        A word outside the vocabulary is first replaced by its first known coarser
+        form (as training backed rare words off), so the result's words are the scored ones.
+        """
+        w = lw.map_to_vocab(w, self.record_type, self._vocab)
         probs = self._probs(_hashed(w), np.ones(w.height))
         return w.with_columns(pl.Series(PROB, probs, dtype=pl.Float64))
 
@@ -406,6 +418,7 @@ def fit(
     w = w.filter(pl.col(lw.DOC).is_not_null() & pl.col(lw.WORD).is_not_null())
     if w.height == 0:
         raise ModelError(f"nothing to train on: no {record_type} records with an IP")
+    w = lw.back_off(w, record_type, int(prm["min_count"]))
     pairs = w.group_by(lw.DOC, lw.WORD).agg(pl.len().cast(pl.Float64).alias(COUNT))
     if extra is not None and extra.height:
         pairs = (

@@ -365,8 +365,10 @@ def candidates(
 
     Per record type (by `event.dataset`, as `jobs` groups them) the window is
     trained and scored (Spot), ratings and the allow list from `state`
-    applied; each IP pair among the `top` records becomes one low-severity
-    candidate (`threshold`: only records whose suspicion reaches it).
+    applied; the `top` distinct connections (IP pairs, by their lowest-scored
+    record) each become one low-severity candidate (`threshold`: only records
+    whose suspicion reaches it). Distinct pairs rather than raw records: a scan's
+    thousands of rare probes would otherwise fill the list and hide the others.
     """
     from lightsoc.alerts.model import AlertCandidate
     from lightsoc.detect.ml.jobs import DNS_DATASETS, FLOW_DATASETS, WEB_DATASETS
@@ -378,21 +380,25 @@ def candidates(
     for kind, datasets in (("flow", FLOW_DATASETS), ("dns", DNS_DATASETS), ("web", WEB_DATASETS)):
         part = events.filter(pl.col("event.dataset").is_in(datasets))
         ranked = run_suspicious_connects(
-            part, kind, None, top, state=state, duplication=duplication
+            part, kind, None, None, state=state, duplication=duplication
         )
         if threshold is not None:
             ranked = ranked.filter(pl.col("suspicion") >= threshold)
         if ranked.height == 0:
             continue
         ids = pl.col("event.id") if "event.id" in ranked.columns else pl.lit(None, pl.Utf8)
-        pairs = ranked.group_by("lda.doc_a", "lda.doc_b", maintain_order=True).agg(
-            pl.len().alias("n"),
-            pl.col("rank").min().alias("rank"),
-            pl.col("suspicion").max().alias("suspicion"),
-            pl.col("@timestamp").min().alias("first"),
-            pl.col("@timestamp").max().alias("last"),
-            ids.head(5).alias("ids"),
-        )
+        pairs = (
+            ranked.group_by("lda.doc_a", "lda.doc_b", maintain_order=True)
+            .agg(
+                pl.len().alias("n"),
+                pl.col("rank").min().alias("rank"),
+                pl.col("suspicion").max().alias("suspicion"),
+                pl.col("@timestamp").min().alias("first"),
+                pl.col("@timestamp").max().alias("last"),
+                ids.head(5).alias("ids"),
+            )
+            .head(top)
+        )  # groups in order of their first (lowest-scored) record
         for r in pairs.iter_rows(named=True):  # at most `top` rows
             a, b = r["lda.doc_a"], r["lda.doc_b"]
             what = f"{a} -> {b}" if b else f"{a}"
@@ -412,8 +418,8 @@ def candidates(
                     event_ids=[i for i in r["ids"] if i],
                     window=("lda", kind, str(a), str(b), day),
                     description=(
-                        f"{kind} suspicious connect #{r['rank']} of the day: {what}, "
-                        f"{r['n']} of the {top} rarest records (LDA)"
+                        f"{kind} suspicious connect: {what}, "
+                        f"{r['n']} records, the rarest #{r['rank']} of the day's records (LDA)"
                     ),
                     tags=["ml", "lda", "suspicious-connect"],
                 )

@@ -329,3 +329,69 @@ def detect_kind(df: pl.DataFrame) -> str:
         if counts[kind] and counts[kind] * 2 >= df.height:
             return kind
     return "flow"
+
+
+#: flow words back off by dropping the hour, then the packets bin too (Spot's quantile
+#: bins kept every bin populated; log2 bins leave one-off words, which LDA cannot rate)
+_BACKOFF = {
+    "flow": [
+        (r"^([^:]*:[^:]*:[^:]*):[^:]*:", "${1}:*:"),
+        (r"^([^:]*:[^:]*:[^:]*):[^:]*:([^:]*):[^:]*$", "${1}:*:${2}:*"),
+    ],
+}
+
+
+def coarser(word: pl.Expr, kind: str, level: int) -> pl.Expr:
+    """The word at back-off `level` (1, 2...): fields replaced by ``*``; itself if none."""
+    steps = _BACKOFF.get(kind, [])
+    if level < 1 or level > len(steps):
+        return word
+    pattern, repl = steps[level - 1]
+    return word.str.replace(pattern, repl)
+
+
+def backoff_levels(kind: str) -> int:
+    return len(_BACKOFF.get(kind, []))
+
+
+def back_off(w: pl.DataFrame, kind: str, min_count: int) -> pl.DataFrame:
+    """Words of `w` seen fewer than `min_count` times replaced by their coarser form.
+
+    A word takes the first level (itself, no hour, no hour nor packets) whose
+    count over all of `w` reaches `min_count`, else the coarsest. Applied to
+    the training corpus, so a one-off word is rated by the behaviour it is a
+    variant of rather than by an arbitrary topic weight.
+    """
+    levels = backoff_levels(kind)
+    if min_count <= 1 or levels == 0 or w.height == 0:
+        return w
+    names = [WORD] + [f"_w{i}" for i in range(1, levels + 1)]
+    x = w.with_columns(
+        [coarser(pl.col(WORD), kind, i).alias(names[i]) for i in range(1, levels + 1)]
+    )
+    x = x.with_columns([pl.len().over(n).alias(f"_n{i}") for i, n in enumerate(names[:-1])])
+    pick = pl.col(names[-1])
+    for i in range(levels - 1, -1, -1):
+        pick = pl.when(pl.col(f"_n{i}") >= min_count).then(pl.col(names[i])).otherwise(pick)
+    return x.with_columns(pick.alias(WORD)).select(w.columns)
+
+
+def map_to_vocab(w: pl.DataFrame, kind: str, vocab: pl.Series) -> pl.DataFrame:
+    """Words of `w` outside `vocab` replaced by their first coarser form inside it (scoring).
+
+    The coarsest form is kept when none is known (it scores the floor).
+    """
+    levels = backoff_levels(kind)
+    if levels == 0 or w.height == 0:
+        return w
+    known = w[WORD].is_in(vocab.implode())
+    if known.all():
+        return w
+    idx = (~known).arg_true()
+    pick = coarser(pl.col(WORD), kind, levels)
+    for i in range(levels - 1, 0, -1):
+        c = coarser(pl.col(WORD), kind, i)
+        pick = pl.when(c.is_in(vocab.implode())).then(c).otherwise(pick)
+    new = w[WORD].gather(idx).to_frame().select(pick)[WORD]
+    # only the unknown rows are rewritten, in place: the frame's order is kept
+    return w.with_columns(w[WORD].clone().scatter(idx, new))

@@ -18,66 +18,21 @@ flagged events map back to requests by `event.original`.
 
 from __future__ import annotations
 
-import gzip
-import re
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from eval.common import DATA, Env, confusion, pct, table
+from lightsoc.detect.ml.web_data import Request, origin_form, read_requests
 
 WEB = DATA / "web"
 NORMAL = WEB / "normalTrafficTraining.txt.gz"
 ANOMALOUS = WEB / "anomalousTrafficTest.txt.gz"
 BENIGN = (WEB / "apache_logs_benign.log", WEB / "hackers-access.log")
 START = datetime(2010, 11, 29, 0, 0, tzinfo=UTC)
-_REQUEST = re.compile(r"^(GET|POST|PUT|HEAD|DELETE|OPTIONS|TRACE|PATCH) (\S+) (HTTP/\d\.\d)$")
-_ABSOLUTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*")
 #: client addresses cycle through this many, so per-source alerts stay few
 CLIENTS = 250
-
-
-@dataclass
-class Request:
-    """One raw HTTP request of CSIC."""
-
-    method: str
-    target: str
-    version: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str = ""
-
-
-def read_requests(path: Path) -> Iterator[Request]:
-    """The requests of a CSIC file, in file order."""
-    with gzip.open(path, "rt", encoding="latin-1", newline="") as fh:
-        lines = fh.read().replace("\r\n", "\n").split("\n")
-    cur: Request | None = None
-    in_body = False
-    body: list[str] = []
-    for line in lines:
-        m = _REQUEST.match(line)
-        if m:
-            if cur is not None:
-                cur.body = "".join(body)
-                yield cur
-            cur, in_body, body = Request(m.group(1), m.group(2), m.group(3)), False, []
-        elif cur is None:
-            continue
-        elif not in_body:
-            if line == "":
-                in_body = True
-            elif ":" in line:
-                k, v = line.split(":", 1)
-                cur.headers[k.strip().lower()] = v.strip()
-        elif line:
-            body.append(line)
-    if cur is not None:
-        cur.body = "".join(body)
-        yield cur
 
 
 def _escape(s: str) -> str:
@@ -92,12 +47,6 @@ def _escape(s: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
-
-
-def origin_form(target: str) -> str:
-    """`http://host:port/p?q` -> `/p?q` (what a browser sends to the server itself)."""
-    rest = _ABSOLUTE.sub("", target)
-    return rest if rest.startswith("/") else "/" + rest
 
 
 def log_line(req: Request, i: int, with_body: bool = False) -> str:

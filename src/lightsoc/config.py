@@ -16,13 +16,12 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -31,7 +30,9 @@ from pydantic import (
     model_validator,
 )
 
+from lightsoc.config_base import ConfigModel as _Model
 from lightsoc.config_example import EXAMPLE
+from lightsoc.config_ml import MLConfig
 from lightsoc.config_source import ConfigError, Origin, field_str, read_yaml, validation_error
 from lightsoc.timeutil import Duration
 
@@ -148,33 +149,6 @@ Cidr = Annotated[str, AfterValidator(_check_cidr)]
 HostPort = Annotated[str, AfterValidator(_check_host_port)]
 Severity = Literal["informational", "low", "medium", "high", "critical"]
 PositiveInt = Annotated[int, Field(gt=0)]
-
-
-def _accepts_none(annotation: Any) -> bool:
-    return annotation is Any or type(None) in get_args(annotation)
-
-
-class _Model(BaseModel):
-    """Base: unknown keys are errors; an empty `key:` means the default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _none_is_default(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        fields = cls.model_fields
-        return {
-            k: v
-            for k, v in data.items()
-            if not (
-                v is None
-                and k in fields
-                and not fields[k].is_required()
-                and not _accepts_none(fields[k].annotation)
-            )
-        }
 
 
 # ------------------------------------------------------------------- sources
@@ -320,52 +294,6 @@ class EnrichConfig(_Model):
     networks: dict[str, list[Cidr]] = {}
     geoip: GeoIpConfig = Field(default_factory=GeoIpConfig)
     domain_lookup: DomainLookupConfig | None = None
-
-
-MLStreamKind = Literal["web", "dga"]
-
-
-class MLJobConfig(_Model):
-    """A window model run by the scheduler: every `interval` over the last `lookback`."""
-
-    enabled: bool = True
-    interval: Duration = timedelta(hours=1)
-    lookback: Duration = timedelta(hours=24)
-    #: alert at or above this score (None: the model's default)
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-
-
-class TunnelJobConfig(MLJobConfig):
-    interval: Duration = timedelta(minutes=10)
-    lookback: Duration = timedelta(hours=1)
-
-
-class LdaJobConfig(MLJobConfig):
-    interval: Duration = timedelta(hours=24)
-    #: how many of the lowest-scored records an LDA run reports
-    top: int = Field(default=50, ge=1, le=100_000)
-
-
-class MLJobsConfig(_Model):
-    """RITA beaconing (hourly over a day), DNS tunnelling, LDA suspicious connects (daily)."""
-
-    beacon: MLJobConfig = Field(default_factory=MLJobConfig)
-    tunnel: TunnelJobConfig = Field(default_factory=TunnelJobConfig)
-    lda: LdaJobConfig = Field(default_factory=LdaJobConfig)
-
-
-class MLConfig(_Model):
-    """`stream`: per-event models scored on every batch (`[]` turns them off);
-    `thresholds`: per-model alert thresholds overriding the trained ones;
-    `jobs`: window models (beaconing, DNS tunnelling, LDA suspicious connects);
-    `feedback_duplication`: how many times an analyst's "benign" rating repeats
-    its record in the next LDA training (Apache Spot used 1000).
-    """
-
-    stream: list[MLStreamKind] = ["web", "dga"]
-    thresholds: dict[MLStreamKind, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
-    jobs: MLJobsConfig = Field(default_factory=MLJobsConfig)
-    feedback_duplication: int = Field(default=1000, ge=1, le=100_000)
 
 
 class DetectConfig(_Model):

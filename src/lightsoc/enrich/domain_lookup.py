@@ -35,8 +35,9 @@ from urllib.parse import quote
 import httpx
 import polars as pl
 
+from lightsoc.detect.flags import append_flags
 from lightsoc.enrich.base import EnrichConfigError, Enricher, ecs_types, merge
-from lightsoc.enrich.intel import SCORES, THREAT_FIELDS, _flag
+from lightsoc.enrich.intel import SCORES, THREAT_FIELDS
 from lightsoc.registry import register
 from lightsoc.store.state_intel import CONFIDENCES, IntelStore
 
@@ -320,7 +321,8 @@ class DomainLookupEnricher(Enricher):
             .then(pl.lit(SCORES[self.confidence]))
             .otherwise(pl.lit(None, pl.Float64))
         ).to_series()
-        return _flag(df, new.get_column("threat.indicator.provider"), score)
+        tag = pl.lit("intel:") + pl.lit(new.get_column("threat.indicator.provider"))
+        return append_flags(df, tag, tag, score)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -43,6 +43,7 @@ from typing import Any
 
 import polars as pl
 
+from lightsoc.detect.flags import append_flags
 from lightsoc.enrich.base import EnrichConfigError, Enricher, ecs_types, merge
 from lightsoc.enrich.intel_formats import ECS_TYPE, normalise_url
 from lightsoc.registry import register
@@ -392,32 +393,9 @@ class IntelEnricher(Enricher):
         self.matches += n
         joined = picked.join(index.meta, on=_IDX, how="left", maintain_order="left")
         df = merge(df, joined, ecs_types(THREAT_FIELDS))
-        return _flag(
-            df, joined.get_column("threat.indicator.provider"), joined.get_column("__score")
-        )
-
-
-def _flag(df: pl.DataFrame, provider: pl.Series, score: pl.Series) -> pl.DataFrame:
-    """Append `intel:<source>` to rule.name/rule.id and raise event.risk_score."""
-    str_list = pl.List(pl.String)
-    hit = pl.lit(provider).is_not_null()
-    tag = pl.concat_list(pl.lit("intel:") + pl.lit(provider))
-    exprs = []
-    for col in ("rule.name", "rule.id"):
-        old = pl.col(col).cast(str_list) if col in df.columns else pl.lit(None, str_list)
-        exprs.append(
-            pl.when(hit)
-            .then(pl.concat_list(old.fill_null(pl.lit([], str_list)), tag))
-            .otherwise(old)
-            .alias(col)
-        )
-    old_score = (
-        pl.col("event.risk_score").cast(pl.Float64)
-        if "event.risk_score" in df.columns
-        else pl.lit(None, pl.Float64)
-    )
-    exprs.append(pl.max_horizontal(old_score, pl.lit(score)).alias("event.risk_score"))
-    return df.with_columns(exprs)
+        # `intel:<source>` appended to rule.name/rule.id (null provider: no match)
+        tag = pl.lit("intel:") + pl.lit(joined.get_column("threat.indicator.provider"))
+        return append_flags(df, tag, tag, joined.get_column("__score"))
 
 
 def stream_options(

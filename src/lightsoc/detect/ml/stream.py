@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lightsoc.detect.flags import append_flags
 from lightsoc.detect.ml import KINDS
 from lightsoc.enrich.allowlist import ALLOWED
 
@@ -163,28 +164,10 @@ class MLDetector:
         hit = np.nan_to_num(scores, nan=-1.0) >= m.threshold
         if not hit.any():
             return df
-        return flag(df, pl.Series(hit), m.model.title, m.model.rule_id, scores * 100.0)
-
-
-def flag(
-    df: pl.DataFrame, hit: pl.Series, name: str, rule_id: str, score: np.ndarray
-) -> pl.DataFrame:
-    """Append `name`/`rule_id` to rule.name/rule.id where `hit`; keep the higher risk score."""
-    str_list = pl.List(pl.String)
-    exprs = []
-    for col, value in (("rule.name", name), ("rule.id", rule_id)):
-        old = pl.col(col).cast(str_list) if col in df.columns else pl.lit(None, str_list)
-        exprs.append(
-            pl.when(pl.lit(hit))
-            .then(pl.concat_list(old.fill_null(pl.lit([], str_list)), pl.lit([value], str_list)))
-            .otherwise(old)
-            .alias(col)
+        flagged = pl.lit(pl.Series(hit))
+        return append_flags(
+            df,
+            pl.when(flagged).then(pl.lit(m.model.title)),
+            pl.when(flagged).then(pl.lit(m.model.rule_id)),
+            pl.Series(np.where(hit, scores * 100.0, np.nan), dtype=pl.Float64).fill_nan(None),
         )
-    old_score = (
-        pl.col("event.risk_score").cast(pl.Float64)
-        if "event.risk_score" in df.columns
-        else pl.lit(None, pl.Float64)
-    )
-    new_score = pl.when(pl.lit(hit)).then(pl.lit(pl.Series(score, dtype=pl.Float64)))
-    exprs.append(pl.max_horizontal(old_score, new_score).alias("event.risk_score"))
-    return df.with_columns(exprs)

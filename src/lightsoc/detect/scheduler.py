@@ -111,20 +111,24 @@ class CorrelationScheduler:
         total.changed = []  # do not keep alert objects around between runs
         return total
 
+    def tick(self) -> None:
+        """One run up to now; a failing run is logged, never raised."""
+        try:
+            res = self.run_once()
+            if res.new or res.updated:
+                log.info(
+                    "correlation: %d new, %d updated alert(s) from %d window(s)",
+                    res.new,
+                    res.updated,
+                    res.windows,
+                )
+        except Exception:
+            log.exception("correlation run failed")
+
     def loop(self, stop: threading.Event) -> None:
-        """Run now, then every `interval` until `stop` is set; a failing run is logged."""
+        """Run now, then every `interval` until `stop` is set."""
         while True:
-            try:
-                res = self.run_once()
-                if res.new or res.updated:
-                    log.info(
-                        "correlation: %d new, %d updated alert(s) from %d window(s)",
-                        res.new,
-                        res.updated,
-                        res.windows,
-                    )
-            except Exception:
-                log.exception("correlation run failed")
+            self.tick()
             if stop.wait(self.interval.total_seconds()):
                 return
 
@@ -148,56 +152,63 @@ def from_config(
 def start_background(
     config: Config, data_dir: Path, stores: Stores, stop: threading.Event
 ) -> threading.Thread:
-    """Start the scheduler thread of `lightsoc run` (it uses the server's open stores)."""
+    """Start the scheduler thread of `lightsoc run` (it uses the server's open stores).
+
+    One thread runs the correlation rules and the ML window jobs in turn, so the
+    server's join before it closes the stores waits for both.
+    """
 
     def main() -> None:
         from lightsoc.alerts.outputs.dispatcher import Dispatcher
+        from lightsoc.detect.ml import jobs
 
         dispatcher = None
         try:
             if config.alerts.outputs:  # new and escalated alerts go to the outputs
                 dispatcher = Dispatcher.from_config(config.alerts)
             notify = dispatcher.notify if dispatcher is not None else None
+        except Exception:
+            log.exception("alert outputs could not be set up; scheduled alerts are not sent")
+            notify = None
+        try:
             sched = from_config(config, data_dir, stores, notify=notify)
         except Exception:
             log.exception("correlation rules could not be loaded; the scheduler is off")
             sched = None
         try:
+            ml = jobs.from_config(config, stores.events, stores.state, notify=notify)
+        except Exception:
+            log.exception("ml jobs could not be set up; they are off")
+            ml = None
+        try:
             if sched is not None:
                 log.info(
                     "correlation scheduler: %d rule(s) every %s", len(sched.rules), sched.interval
                 )
-                sched.loop(stop)
+            if ml is not None:
+                log.info("ml jobs: %s", ", ".join(j.kind for j, _ in ml.jobs))
+            _loop(sched, ml, stop)
         finally:
             if dispatcher is not None:
                 dispatcher.flush(10)
                 dispatcher.close()
 
-    thread = threading.Thread(target=main, name="correlation-scheduler", daemon=True)
+    thread = threading.Thread(target=main, name="scheduler", daemon=True)
     thread.start()
-    threading.Thread(
-        target=_ml_jobs_main, args=(config, stores, stop), name="ml-jobs", daemon=True
-    ).start()
     return thread
 
 
-def _ml_jobs_main(config: Config, stores: Stores, stop: threading.Event) -> None:
-    """The window models (beaconing, ...) of `detect.ml.jobs`, on their own schedule."""
-    from lightsoc.alerts.outputs.dispatcher import Dispatcher
-    from lightsoc.detect.ml import jobs
+def _loop(sched: CorrelationScheduler | None, ml: Any, stop: threading.Event) -> None:  # noqa: ANN401
+    """Correlation rules, then the ML jobs that are due, every tick until `stop`."""
+    from lightsoc.detect.ml.jobs import TICK
 
-    dispatcher = None
-    try:
-        if config.alerts.outputs:
-            dispatcher = Dispatcher.from_config(config.alerts)
-        notify = dispatcher.notify if dispatcher is not None else None
-        runner = jobs.from_config(config, stores.events, stores.state, notify=notify)
-        if runner is not None:
-            log.info("ml jobs: %s", ", ".join(j.kind for j, _ in runner.jobs))
-            runner.loop(stop)
-    except Exception:
-        log.exception("ml jobs could not start")
-    finally:
-        if dispatcher is not None:
-            dispatcher.flush(10)
-            dispatcher.close()
+    if sched is None and ml is None:
+        return
+    tick = min(sched.interval, TICK) if sched is not None else TICK
+    while True:
+        if sched is not None:
+            sched.tick()
+        if ml is not None:
+            ml.tick(stop)
+        if stop.wait(tick.total_seconds()):
+            return

@@ -231,12 +231,17 @@ class MLJobs:
         self.allow = allow
         self.runs: list[JobRun] = []
 
-    def run_due(self, now: datetime | None = None) -> list[JobRun]:
-        """Run every job whose last run is at least its interval ago (or never ran)."""
+    def run_due(
+        self, now: datetime | None = None, stop: threading.Event | None = None
+    ) -> list[JobRun]:
+        """Run every job whose last run is at least its interval ago (or never ran); none
+        starts once `stop` is set (the server is closing its stores)."""
         now = (now or datetime.now(UTC)).astimezone(UTC)
         marks = self.watermarks.get_all()
         done = []
         for job, cfg in self.jobs:
+            if stop is not None and stop.is_set():
+                break
             last = marks.get(f"ml:{job.kind}")
             if last is not None and now - last < cfg.interval:
                 continue
@@ -273,18 +278,11 @@ class MLJobs:
         self.runs = [*self.runs[-99:], run]
         return run
 
-    def loop(self, stop: threading.Event) -> None:
-        while True:
-            try:
-                for run in self.run_due():
-                    if run.new or run.updated:
-                        log.info(
-                            "ml %s: %d new, %d updated alert(s)", run.kind, run.new, run.updated
-                        )
-            except Exception:
-                log.exception("ml jobs tick failed")
-            if stop.wait(TICK.total_seconds()):
-                return
+    def tick(self, stop: threading.Event | None = None) -> None:
+        """The due jobs now, each logged (a failing job is logged by `run_job`)."""
+        for run in self.run_due(stop=stop):
+            if run.new or run.updated:
+                log.info("ml %s: %d new, %d updated alert(s)", run.kind, run.new, run.updated)
 
 
 def from_config(

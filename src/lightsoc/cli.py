@@ -116,13 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--since", type=_duration, default="24h", help="--top: over this period")
     common(st)
 
-    u = sub.add_parser("user", help="users and API tokens")
-    usub = u.add_subparsers(dest="user_command", required=True)
-    tok = usub.add_parser("token", help="create an API token and print it")
-    tok.add_argument("--scope", choices=["admin", "read", "ingest"], default="read")
-    tok.add_argument("--name", default="cli")
-    common(tok)
-
     for mod in commands.load():
         mod.add_arguments(sub.add_parser(mod.NAME, help=mod.HELP), common)
     return p
@@ -391,20 +384,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_user(args: argparse.Namespace) -> int:
-    from lightsoc.store.state import StateStore
-
-    config = _config(args)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    state = StateStore.for_data_dir(config.data_dir, config.store.state)
-    try:
-        token = state.create_token(args.name, args.scope)
-    finally:
-        state.close()
-    out.print(token, markup=False)
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from lightsoc.demo import run_demo
 
@@ -418,7 +397,6 @@ COMMANDS = {
     "search": cmd_search,
     "timeline": cmd_timeline,
     "stats": cmd_stats,
-    "user": cmd_user,
 }
 
 if __name__ == "__main__":  # pragma: no cover

@@ -339,6 +339,11 @@ class StoreConfig(_Model):
 
 class WebConfig(_Model):
     listen: HostPort = "127.0.0.1:8000"
+    #: `Secure` session cookies: `auto` when the request came over https;
+    #: `always` behind a TLS-terminating proxy that forwards plain http
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    #: failed logins a client address may make per minute before it must wait
+    login_failures_per_minute: PositiveInt = 20
 
 
 class PipelineConfig(_Model):

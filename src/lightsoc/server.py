@@ -16,13 +16,15 @@ from typing import Any
 import uvicorn
 
 from lightsoc.alerts.store import AlertStore
+from lightsoc.auth.audit import AuditLog
+from lightsoc.auth.users import UserStore, random_password
 from lightsoc.client import remove_server_file, write_server_file
 from lightsoc.config import Config
 from lightsoc.detect.scheduler import start_background as start_correlation_scheduler
 from lightsoc.pipeline import Pipeline
 from lightsoc.runtime import Stores
 from lightsoc.sources.http import HttpSource
-from lightsoc.web.api import create_app
+from lightsoc.web.app import create_app
 from lightsoc.web.ingest import create_ingest_app
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,17 @@ MAINTENANCE_EVERY_SECONDS = 60
 
 
 def ensure_admin_token(stores: Stores, say: Callable[[str], None]) -> None:
-    """First start: create the admin API token and show it once."""
+    """First start: create the admin API token and the `admin` user, and show
+    each secret once (only hashes are stored)."""
     if not stores.state.has_tokens("admin"):
         token = stores.state.create_token("admin", "admin")
         say(f"Admin API token (shown once, keep it safe): {token}")
+    users = UserStore(stores.state)
+    if users.count() == 0:
+        password = random_password()
+        users.add("admin", "admin", password)
+        AuditLog(stores.state).record("lightsoc", "user_add", "admin", role="admin")
+        say(f"Web UI user 'admin', password (shown once, keep it safe): {password}")
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -131,6 +140,8 @@ def serve(
         live_metrics=visible_metrics(pipeline),
         ingest=ingest,
         alerts=AlertStore.for_config(stores.state, config),
+        cookie_secure=config.web.cookie_secure,
+        login_limit=config.web.login_failures_per_minute,
     )
     server = _Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
@@ -161,6 +172,7 @@ def serve(
                 listener.start()
                 say(f"ingest source {listener.source.id} listening on {listener.source.listen}")
             write_server_file(data_dir, url, cli_token)
+            say(f"Web UI on {url}/ (log in at {url}/login)")
             say(f"API listening on {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json); Ctrl-C stops")
             if not server.should_exit:
                 server.run(sockets=[sock])

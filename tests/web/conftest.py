@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.helpers import LightsocServer, cli, write_config
+from tests.web.ui_server import ui_server  # noqa: F401 - the shared UI server fixture
 
 
 class IngestServer:

@@ -316,8 +316,12 @@ def test_every_es_path_needs_an_ingest_token(
     if "_doc" in path or "_create" in path:
         body = b'{"message": "must not be stored"}'
     basic_read = "Basic " + base64.b64encode(f"u:{s.read}".encode()).decode()
+    if (method, path) == ("GET", "/"):
+        # no credentials at all: a browser, which gets the UI's login page, not ES
+        resp = raw(s, method, path, body, token=None)
+        assert resp.status_code == 303 and resp.headers["location"].startswith("/login")
     for token, status in (
-        (None, 401),
+        *([(None, 401)] if (method, path) != ("GET", "/") else []),
         ("lsoc_" + "x" * 43, 401),
         ("not-a-token", 401),
         (s.read, 403),

@@ -47,6 +47,8 @@ api_tokens = sa.Table(
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_used", sa.DateTime(timezone=True), nullable=True),
     sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+    # the user the token acts as (migration users_1); None: a system token
+    sa.Column("owner", sa.String(200), nullable=True),
 )
 
 TOKEN_PREFIX = "lsoc_"
@@ -104,6 +106,7 @@ class TokenInfo:
     id: int
     name: str
     scope: str
+    owner: str | None = None
 
 
 class StateStore:
@@ -164,8 +167,9 @@ class StateStore:
                 conn.execute(settings.insert().values(key=key, value=value))
 
     # -- API tokens ------------------------------------------------------
-    def create_token(self, name: str, scope: str) -> str:
-        """Create a token and return it; only its hash is stored."""
+    def create_token(self, name: str, scope: str, owner: str | None = None) -> str:
+        """Create a token (acting as user `owner`, if given) and return it; only
+        its hash is stored."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -177,6 +181,7 @@ class StateStore:
                     token_hash=hash_token(token),
                     created=datetime.now(UTC),
                     revoked=False,
+                    owner=owner,
                 )
             )
         return token
@@ -196,13 +201,17 @@ class StateStore:
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(
-                    api_tokens.c.id, api_tokens.c.name, api_tokens.c.scope, api_tokens.c.token_hash
+                    api_tokens.c.id,
+                    api_tokens.c.name,
+                    api_tokens.c.scope,
+                    api_tokens.c.token_hash,
+                    api_tokens.c.owner,
                 ).where(api_tokens.c.token_hash == digest, ~api_tokens.c.revoked)
             ).first()
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             return None
         self._touch(row.id)
-        return TokenInfo(row.id, row.name, row.scope)
+        return TokenInfo(row.id, row.name, row.scope, row.owner)
 
     def _touch(self, token_id: int) -> None:
         """Record `last_used`, at most once a minute per token, never failing a request.
@@ -223,6 +232,23 @@ class StateStore:
                 )
         except sa.exc.OperationalError:  # busy: last_used is advisory
             pass
+
+    def list_tokens(self, owner: str | None = None) -> list[dict[str, object]]:
+        """Tokens that are not revoked (never their value), newest first."""
+        cols = [api_tokens.c[n] for n in ("id", "name", "scope", "owner", "created", "last_used")]
+        q = sa.select(*cols).where(~api_tokens.c.revoked).order_by(api_tokens.c.id.desc())
+        if owner is not None:
+            q = q.where(api_tokens.c.owner == owner)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def revoke_token(self, token_id: int, owner: str | None = None) -> bool:
+        """Revoke one token (only if `owner` owns it, when given)."""
+        q = api_tokens.update().where(api_tokens.c.id == token_id, ~api_tokens.c.revoked)
+        if owner is not None:
+            q = q.where(api_tokens.c.owner == owner)
+        with self.engine.begin() as conn:
+            return bool(conn.execute(q.values(revoked=True)).rowcount)
 
     def revoke_tokens(self, name: str) -> int:
         with self.engine.begin() as conn:

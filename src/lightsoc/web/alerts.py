@@ -1,29 +1,26 @@
 """Alerts API: list, read and triage alerts; per-entity triage scores.
 
-Token scopes as in the rest of the API: `read` and `admin` tokens read,
-only `admin` tokens change an alert (status, assignee), and the token's name
-is recorded as who did it. Alert fields (entity values, rule names) are
-attacker-influenced: they are returned as JSON data only, never as HTML.
+Any role reads; analysts and admins change an alert (status, assignee), and
+who did it is recorded in the alert's history and the audit log. Alert
+fields (entity values, rule names) are attacker-influenced: they are returned
+as JSON data only, never as HTML.
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the local
 # `Reader`/`Writer` dependency aliases in the route signatures.
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from lightsoc.alerts.model import SEVERITIES, STATUSES
-from lightsoc.alerts.store import MAX_LIST, AlertNotFoundError, AlertStore, TransitionError
-from lightsoc.store.state import StateStore, TokenInfo
+from lightsoc.alerts.store import MAX_LIST, AlertNotFoundError, TransitionError
 from lightsoc.timeutil import parse_duration, since_range
+from lightsoc.web.security import Principal
 
-_bearer = HTTPBearer(auto_error=False)
-READ_SCOPES = ("admin", "read")
-WRITE_SCOPES = ("admin",)
+if TYPE_CHECKING:
+    from lightsoc.web.context import WebContext
 
 Status = Literal["open", "acknowledged", "closed", "false_positive"]
 
@@ -36,22 +33,6 @@ class StatusChange(BaseModel):
     #: set with `assignee: null` to take the alert away from whoever has it
     unassign: bool = False
     note: str | None = Field(default=None, max_length=10_000)
-
-
-def _token_dependency(state: StateStore, scopes: tuple[str, ...], verb: str) -> Callable:
-    def check(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> TokenInfo:
-        info = state.verify_token(creds.credentials) if creds else None
-        if info is None:
-            raise HTTPException(
-                401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if info.scope not in scopes:
-            raise HTTPException(403, f"token scope {info.scope!r} cannot {verb}")
-        return info
-
-    return check
 
 
 def _statuses(status: str | None) -> list[str] | None:
@@ -71,11 +52,11 @@ def _duration(text: str, name: str) -> timedelta | None:
         raise HTTPException(400, f"{name}: {exc}") from None
 
 
-def create_alerts_router(state: StateStore, store: AlertStore | None = None) -> APIRouter:
-    """The /api/v1/alerts and /api/v1/entities routes over `state`'s alerts."""
-    store = store or AlertStore(state)
-    Reader = Annotated[TokenInfo, Depends(_token_dependency(state, READ_SCOPES, "read"))]
-    Writer = Annotated[TokenInfo, Depends(_token_dependency(state, WRITE_SCOPES, "change alerts"))]
+def create_alerts_router(ctx: "WebContext") -> APIRouter:
+    """The /api/v1/alerts and /api/v1/entities routes over the state store's alerts."""
+    store = ctx.alerts
+    Reader = Annotated[Principal, Depends(ctx.security.require("viewer"))]
+    Writer = Annotated[Principal, Depends(ctx.security.require("analyst"))]
     router = APIRouter(prefix="/api/v1")
 
     @router.get("/alerts")
@@ -123,7 +104,7 @@ def create_alerts_router(state: StateStore, store: AlertStore | None = None) -> 
         """Acknowledge, close, mark false positive, reopen and/or (un)assign."""
         if change.status is None and change.assignee is None and not change.unassign:
             raise HTTPException(400, "nothing to change: give a status, an assignee or unassign")
-        who = f"token:{auth.name}"
+        who = auth.actor
         try:
             if change.status is not None:
                 store.set_status(alert_id, change.status, who, change.note)
@@ -134,6 +115,14 @@ def create_alerts_router(state: StateStore, store: AlertStore | None = None) -> 
             raise HTTPException(404, str(exc)) from None
         except TransitionError as exc:
             raise HTTPException(409, str(exc)) from None
+        ctx.audit.record(
+            who,
+            "alert_change",
+            str(alert_id),
+            status=change.status,
+            assignee=change.assignee,
+            unassign=change.unassign,
+        )
         return {**alert.as_dict(), "history": [h.as_dict() for h in store.history(alert_id)]}
 
     @router.get("/entities/scores")

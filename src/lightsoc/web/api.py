@@ -1,71 +1,35 @@
-"""REST API under /api/v1 (FastAPI, OpenAPI at /api/v1/openapi.json).
+"""REST API under /api/v1: search, timeline, aggregations, stats, OpenAPI.
 
-Every endpoint but /health requires a bearer token from the state store.
-The query language is compiled to parameterised SQL by the store; a bad query
-is a 400 with the compiler's message.
+Every endpoint but /health requires a principal (a bearer token or a
+session; see `web.security`). The query language is compiled to
+parameterised SQL by the store; a bad query is a 400 with the compiler's
+message.
 """
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from lightsoc import __version__, schema
 from lightsoc.client import merged_stats
 from lightsoc.output import event_rows, jsonable
-from lightsoc.store.base import EventStore, TimeRange
-from lightsoc.store.query import QueryError
-from lightsoc.store.state import StateStore, TokenInfo
+from lightsoc.store.base import TimeRange
 from lightsoc.timeutil import since_range
-from lightsoc.web.alerts import create_alerts_router
+from lightsoc.web.security import Principal
 
 if TYPE_CHECKING:
-    from lightsoc.alerts.store import AlertStore
-    from lightsoc.sources.http import HttpSource
+    from lightsoc.web.context import WebContext
 
-_bearer = HTTPBearer(auto_error=False)
 MAX_LIMIT = 10_000
 
 
-def create_app(
-    events: EventStore,
-    state: StateStore,
-    *,
-    live_metrics: Callable[[], dict[str, Any]] | None = None,
-    ingest: "HttpSource | None" = None,
-    alerts: "AlertStore | None" = None,
-) -> FastAPI:
-    """The API; with an `ingest` source also POST /api/v1/ingest and the
-    Elasticsearch-compatible surface at root paths (`/`, `/_bulk`, ...)."""
-    app = FastAPI(
-        title="lightsoc",
-        version=__version__,
-        # The spec is served below behind the token; no Swagger UI (it loads from a CDN).
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
-    )
-
-    def auth(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> TokenInfo:
-        info = state.verify_token(creds.credentials) if creds else None
-        if info is None:
-            raise HTTPException(
-                401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if info.scope not in ("admin", "read"):
-            raise HTTPException(403, f"token scope {info.scope!r} cannot read")
-        return info
-
-    Auth = Annotated[TokenInfo, Depends(auth)]
-
-    @app.exception_handler(QueryError)
-    async def _query_error(_req: Request, exc: QueryError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+def create_api_router(ctx: "WebContext", openapi: Callable[[], dict[str, Any]]) -> APIRouter:
+    """Search, timeline, aggregations, stats and the OpenAPI spec; any role reads."""
+    router = APIRouter(prefix="/api/v1")
+    events = ctx.events
+    Auth = Annotated[Principal, Depends(ctx.security.require("viewer"))]
 
     def time_range(since: str, until: str | None = None) -> TimeRange:
         try:
@@ -86,15 +50,27 @@ def create_app(
             raise HTTPException(400, f"unknown field(s): {', '.join(unknown)}")
         return names
 
-    @app.get("/api/v1/openapi.json", include_in_schema=False)
-    def openapi(_auth: Auth) -> dict[str, Any]:
-        return app.openapi()
+    @router.get("/openapi.json", include_in_schema=False)
+    def openapi_spec(_auth: Auth) -> dict[str, Any]:
+        return openapi()
 
-    @app.get("/api/v1/health")
+    @router.get("/me")
+    def me(who: Auth) -> dict[str, Any]:
+        """Who is asking; with a session also its CSRF token (for scripts of the UI)."""
+        return {
+            "name": who.name,
+            "role": who.role,
+            "locale": who.locale,
+            "via": who.via,
+            "token": who.token_name,
+            "csrf": who.csrf,
+        }
+
+    @router.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/api/v1/search")
+    @router.get("/search")
     def search(
         _auth: Auth,
         q: str = "",
@@ -108,7 +84,7 @@ def create_app(
         table = events.search(q, tr, field_list(fields), limit, order)
         return {"total": events.count(q, tr), "events": event_rows(table)}
 
-    @app.get("/api/v1/timeline/{entity:path}")
+    @router.get("/timeline/{entity:path}")
     def timeline(
         entity: str,
         _auth: Auth,
@@ -118,7 +94,7 @@ def create_app(
         table = events.timeline(entity, time_range(since), limit)
         return {"entity": entity, "events": event_rows(table)}
 
-    @app.get("/api/v1/aggregate/top")
+    @router.get("/aggregate/top")
     def top(
         _auth: Auth,
         field: str,
@@ -131,7 +107,7 @@ def create_app(
         rows = events.top(field, q, time_range(since), n)
         return {"field": field, "buckets": [{"value": jsonable(v), "count": c} for v, c in rows]}
 
-    @app.get("/api/v1/aggregate/histogram")
+    @router.get("/aggregate/histogram")
     def histogram(
         _auth: Auth,
         interval: Annotated[int, Query(ge=1)] = 3600,
@@ -144,16 +120,8 @@ def create_app(
             "buckets": [{"time": jsonable(t), "count": c} for t, c in rows],
         }
 
-    @app.get("/api/v1/stats")
+    @router.get("/stats")
     def stats(_auth: Auth) -> dict[str, Any]:
-        return merged_stats(events, live_metrics() if live_metrics else None)
+        return merged_stats(events, ctx.live_metrics() if ctx.live_metrics else None)
 
-    app.include_router(create_alerts_router(state, alerts))
-
-    if ingest is not None:
-        from lightsoc.web.es_compat import install_es_compat
-        from lightsoc.web.ingest import create_ingest_router
-
-        app.include_router(create_ingest_router(state, ingest))
-        install_es_compat(app, state, ingest)  # after /api/v1: never shadows it
-    return app
+    return router

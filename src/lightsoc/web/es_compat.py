@@ -65,14 +65,31 @@ def _error_body(status: int, type_: str, reason: str) -> dict[str, Any]:
     return {"error": {"root_cause": [cause], **cause}, "status": status}
 
 
+#: Where `/` goes for Elasticsearch clients: `/` itself is the UI's dashboard.
+ES_ROOT = "/_es_root"
+
+
 class ElasticProductHeader:
-    """ASGI middleware: `X-Elastic-Product: Elasticsearch` on every non-/api/ response."""
+    """ASGI middleware: `X-Elastic-Product: Elasticsearch` on Elasticsearch paths.
+
+    It also sends `GET /` with credentials in an `Authorization` header, and
+    `HEAD /`, to the Elasticsearch root: browsers never send that header (they
+    use the session cookie) and get the dashboard; Beats and ES clients always do.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/api/"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/" and (
+            scope["method"] == "HEAD" or any(k == b"authorization" for k, _ in scope["headers"])
+        ):
+            scope = {**scope, "path": ES_ROOT, "raw_path": ES_ROOT.encode()}
+        # every Elasticsearch path has a `_` segment (`/_bulk`, `/logs/_doc`); pages do not
+        if scope["path"].startswith("/api/") or "/_" not in scope["path"]:
             await self.app(scope, receive, send)
             return
 
@@ -251,11 +268,11 @@ def install_es_compat(app: FastAPI, state: StateStore, source: HttpSource) -> No
             "tagline": "You Know, for Search",
         }
 
-    @router.get("/")
+    @router.get(ES_ROOT)
     def root() -> dict[str, Any]:
         return info()
 
-    @router.head("/")
+    @router.head(ES_ROOT)
     def root_head() -> Response:
         return Response(media_type="application/json")
 

@@ -181,6 +181,7 @@ class Security:
                 raise HTTPException(403, f"this needs the {role} role")
             return principal
 
+        dependency.required_role = role  # type: ignore[attr-defined] # the authz matrix test reads it
         return dependency
 
     def page(self, role: str = "viewer") -> Callable[[Request], Awaitable[Principal]]:
@@ -192,4 +193,6 @@ class Security:
                 raise LoginRequiredError
             return await api(request)
 
+        dependency.required_role = role  # type: ignore[attr-defined]
+        dependency.page = True  # type: ignore[attr-defined]
         return dependency

@@ -31,7 +31,7 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class NavItem:
     order: int
     path: str

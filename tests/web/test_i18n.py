@@ -7,7 +7,7 @@ import re
 
 from lightsoc.web import routes
 from lightsoc.web.context import TEMPLATE_DIR
-from lightsoc.web.i18n import LOCALE_DIR, catalog, translator
+from lightsoc.web.i18n import LOCALE_DIR, catalog, catalog_files, translator
 
 # `_("text")` / `_('text')` with a literal, possibly followed by format fields
 LITERAL = re.compile(r"""\b_\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""")
@@ -39,6 +39,17 @@ def test_catalog_files_are_valid_and_keep_format_fields() -> None:
         for key, value in json.loads(path.read_text(encoding="utf-8")).items():
             assert isinstance(value, str) and value.strip(), (path.name, key)
             assert set(re.findall(r"{(\w+)}", key)) == set(re.findall(r"{(\w+)}", value)), key
+
+
+def test_no_string_is_translated_two_ways() -> None:
+    seen: dict[str, tuple[str, str]] = {}
+    conflicts = []
+    for path, table in catalog_files("zh-CN"):
+        for key, value in table.items():
+            if key in seen and seen[key][1] != value:
+                conflicts.append(f"{key!r}: {seen[key][0]} {seen[key][1]!r}, {path.name} {value!r}")
+            seen.setdefault(key, (path.name, value))
+    assert conflicts == []
 
 
 def test_translator_formats_after_translating_and_falls_back_to_english() -> None:

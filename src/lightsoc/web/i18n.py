@@ -25,13 +25,17 @@ NAMES = {"en": "English", "zh-CN": "简体中文"}
 @cache
 def catalog(locale: str) -> dict[str, str]:
     merged: dict[str, str] = {}
-    folder = LOCALE_DIR / locale
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        for key, value in json.loads(path.read_text(encoding="utf-8")).items():
-            if key in merged and merged[key] != value:
-                raise ValueError(f"{path}: {key!r} translated twice, differently")
-            merged[key] = value
+    for _path, table in catalog_files(locale):
+        for key, value in table.items():
+            merged.setdefault(key, value)  # base.json first; the tests flag conflicts
     return merged
+
+
+def catalog_files(locale: str) -> list[tuple[Path, dict[str, str]]]:
+    """The catalog files of `locale`, `base.json` first, then by name."""
+    folder = LOCALE_DIR / locale
+    paths = sorted(folder.glob("*.json"), key=lambda p: (p.name != "base.json", p.name))
+    return [(p, json.loads(p.read_text(encoding="utf-8"))) for p in paths]
 
 
 def translator(locale: str) -> Callable[..., str]:

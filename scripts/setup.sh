@@ -16,6 +16,10 @@ declare -A NEEDED=(
 for cmd in "${!NEEDED[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || APT_PACKAGES+=("${NEEDED[$cmd]}")
 done
+# The UI tests' Chromium needs a CJK font to render (and screenshot) the zh-CN interface.
+if [ ! -d /usr/share/fonts/opentype/noto ] || ! ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1; then
+    APT_PACKAGES+=(fonts-noto-cjk)
+fi
 # Debian's python3 needs python3-venv for `-m venv`; a pyenv/python.org build has it.
 if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
     APT_PACKAGES+=(python3-venv)

@@ -143,6 +143,7 @@ def serve(
         cookie_secure=config.web.cookie_secure,
         login_limit=config.web.login_failures_per_minute,
     )
+    app.state.config = config  # the settings page shows outputs, retention and networks
     server = _Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
@@ -255,14 +256,27 @@ class _Server(uvicorn.Server):
         yield  # installed for the whole of `serve` by install_signal_handlers
 
 
-def _maintenance_loop(stores: Stores, days: int | None, stop: threading.Event) -> None:
-    """Store upkeep off the ingest path: segment compaction often, retention hourly."""
+def _maintenance_loop(stores: Stores, configured: int | None, stop: threading.Event) -> None:
+    """Store upkeep off the ingest path: segment compaction often, retention hourly.
+
+    Retention is `store.retention_days` unless an admin set the `retention_days`
+    setting in the settings page (a whole number of days); a changed value applies now.
+    """
     last_retention = 0.0
+    applied: int | None = None
     while not stop.is_set():
         try:
             merged = stores.events.maintain()
             if merged:
                 log.info("compaction: merged %d segment files", merged)
+            override = stores.state.get_setting("retention_days")
+            days = (
+                override
+                if isinstance(override, int) and not isinstance(override, bool) and override >= 1
+                else configured
+            )
+            if days != applied:
+                applied, last_retention = days, 0.0
             if days and time.monotonic() - last_retention >= RETENTION_EVERY_SECONDS:
                 last_retention = time.monotonic()
                 deleted = stores.events.retention(days)

@@ -39,6 +39,20 @@ class AuditLog:
                 )
             )
 
+    @staticmethod
+    def _filtered(q: sa.Select, actor: str | None, action: str | None) -> sa.Select:
+        if actor:
+            q = q.where(audit_log.c.actor == actor)
+        if action:
+            q = q.where(audit_log.c.action.startswith(action, autoescape=True))
+        return q
+
+    def count(self, *, actor: str | None = None, action: str | None = None) -> int:
+        """How many entries `find` would page through with the same filters."""
+        q = self._filtered(sa.select(sa.func.count()).select_from(audit_log), actor, action)
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar() or 0
+
     def find(
         self,
         *,
@@ -48,11 +62,7 @@ class AuditLog:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Entries, newest first; `action` matches a prefix (`login` finds `login_failed`)."""
-        q = sa.select(audit_log).order_by(audit_log.c.id.desc())
-        if actor:
-            q = q.where(audit_log.c.actor == actor)
-        if action:
-            q = q.where(audit_log.c.action.startswith(action, autoescape=True))
+        q = self._filtered(sa.select(audit_log), actor, action).order_by(audit_log.c.id.desc())
         q = q.limit(min(limit, MAX_LIST)).offset(offset)
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,10 +34,16 @@ TOUCH_SECONDS = 60
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+# check-then-change of the last-admin rule is one step within this process
+_ADMIN_CHANGE = threading.Lock()
 
 
 class UserError(ValueError):
     """A user cannot be created or changed as asked (message says why)."""
+
+
+class LastAdminError(UserError):
+    """The change would leave no enabled admin, and nobody could manage users."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,37 @@ class UserStore:
         updated = self.get(name)
         assert updated is not None
         return updated
+
+    def update_checked(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        password: str | None = None,
+        locale: str | None = None,
+        disabled: bool | None = None,
+    ) -> User:
+        """`update`, refusing (LastAdminError) to demote or disable the last enabled admin."""
+        with _ADMIN_CHANGE:
+            user = self.get(name)
+            if user is None:
+                raise UserError(f"no user {name!r}")
+            loses_admin = user.role == "admin" and not user.disabled
+            loses_admin = loses_admin and (disabled is True or role not in (None, "admin"))
+            if loses_admin and self.admins_enabled() <= 1:
+                raise LastAdminError(f"{name} is the last enabled admin")
+            return self.update(name, role=role, password=password, locale=locale, disabled=disabled)
+
+    def verify_password(self, name: str, password: str) -> bool:
+        """Is `password` the password of enabled user `name`? (Same cost when unknown.)"""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(users.c.password_hash, users.c.disabled).where(users.c.name == name)
+            ).first()
+        if row is None or row.disabled:
+            self._verify(_DUMMY_HASH, password)
+            return False
+        return self._verify(row.password_hash, password)
 
     def admins_enabled(self) -> int:
         q = sa.select(sa.func.count()).where(users.c.role == "admin", ~users.c.disabled)

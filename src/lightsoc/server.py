@@ -142,8 +142,8 @@ def serve(
         alerts=AlertStore.for_config(stores.state, config),
         cookie_secure=config.web.cookie_secure,
         login_limit=config.web.login_failures_per_minute,
+        config=config,
     )
-    app.state.config = config  # the settings page shows outputs, retention and networks
     server = _Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )

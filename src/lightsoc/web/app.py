@@ -31,6 +31,7 @@ from lightsoc.web.security import LoginRequiredError, Security
 
 if TYPE_CHECKING:
     from lightsoc.alerts.store import AlertStore
+    from lightsoc.config import Config
     from lightsoc.sources.http import HttpSource
     from lightsoc.store.base import EventStore
     from lightsoc.store.state import StateStore
@@ -94,6 +95,7 @@ def create_app(
     alerts: AlertStore | None = None,
     cookie_secure: str = "auto",
     login_limit: int = 20,
+    config: Config | None = None,
 ) -> FastAPI:
     """The whole web app; with an `ingest` source also POST /api/v1/ingest and the
     Elasticsearch-compatible surface at root paths (`/_bulk`, ...)."""
@@ -119,8 +121,10 @@ def create_app(
             state, users, audit, cookie_secure=cookie_secure, login_limit=login_limit
         ),
         live_metrics=live_metrics,
+        config=config,
     )
     app.state.web = ctx
+    app.state.config = config
 
     @app.exception_handler(QueryError)
     async def _query_error(_req: Request, exc: QueryError) -> JSONResponse:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from lightsoc.alerts.store import AlertStore
     from lightsoc.auth.audit import AuditLog
     from lightsoc.auth.users import UserStore
+    from lightsoc.config import Config
     from lightsoc.store.base import EventStore
     from lightsoc.store.state import StateStore
 
@@ -85,6 +86,8 @@ class WebContext:
     audit: AuditLog
     security: Security
     live_metrics: Callable[[], dict[str, Any]] | None = None
+    #: the server's configuration (None when the app runs without one, in tests)
+    config: Config | None = None
     templates: Jinja2Templates = field(default_factory=make_templates)
     nav: list[NavItem] = field(default_factory=list)
 

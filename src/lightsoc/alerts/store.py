@@ -173,6 +173,31 @@ class AlertStore:
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar() or 0)
 
+    def severity_histogram(
+        self, interval_seconds: int, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, list[tuple[int, int]]]:
+        """Alerts per severity and time bucket of their first hit, counted in the
+        database: {severity: [(bucket start in epoch seconds, alerts)]}, oldest first."""
+        iv = max(1, int(interval_seconds))
+        col = alerts.c.first_seen
+        if self.engine.dialect.name == "sqlite":
+            epoch: Any = sa.cast(sa.func.strftime("%s", col), sa.BigInteger)
+        else:  # PostgreSQL
+            epoch = sa.cast(sa.func.floor(sa.extract("epoch", col)), sa.BigInteger)
+        bucket = ((epoch // iv) * iv).label("b")
+        q = sa.select(bucket, alerts.c.severity, sa.func.count()).group_by(
+            bucket, alerts.c.severity
+        )
+        if since is not None:
+            q = q.where(col >= utc(since))
+        if until is not None:
+            q = q.where(col < utc(until))
+        out: dict[str, list[tuple[int, int]]] = {}
+        with self.engine.connect() as conn:
+            for b, sev, n in conn.execute(q.order_by(bucket)):
+                out.setdefault(sev, []).append((int(b), int(n)))
+        return out
+
     def history(self, alert_id: int) -> list[HistoryEntry]:
         q = (
             sa.select(alert_history)
@@ -288,8 +313,9 @@ class AlertStore:
         now: datetime | None = None,
         half_life: timedelta | None = None,
         entity_type: str | None = None,
+        entity_value: str | None = None,
     ) -> list[EntityScore]:
-        """The `top` entities by decayed combined score of their alerts.
+        """The `top` entities by decayed combined score of their alerts (or only `entity_value`'s).
 
         False positives do not count; closed alerts do (a handled attacker is
         still the attacker), until their weight has decayed away.
@@ -308,6 +334,8 @@ class AlertStore:
         )
         if entity_type is not None:
             q = q.where(alerts.c.entity_type == entity_type)
+        if entity_value is not None:
+            q = q.where(alerts.c.entity_value == entity_value)
         groups: dict[tuple[str, str], list[tuple[float, datetime, int]]] = {}
         with self.engine.connect() as conn:
             for r in conn.execute(q):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,24 @@ class SourceCounters:
     last_seen: datetime | None = None
 
 
+@dataclass
+class EntitySummary:
+    """What the events say about one entity (`EventStore.entity_summary`)."""
+
+    entity: str
+    total: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    #: event count per `event.dataset` ("unknown" for none), largest first
+    datasets: dict[str, int] = field(default_factory=dict)
+    #: how many events hold it as an IP, a user, a host or a domain
+    roles: dict[str, int] = field(default_factory=dict)
+    #: enrichment of the side it was on: country, city, as_number, as_org, zone
+    geo: dict[str, Any] = field(default_factory=dict)
+    #: distinct threat-intel matches: indicator, type, provider, feed, field, events
+    intel: list[dict[str, Any]] = field(default_factory=list)
+
+
 class EventStore(ABC):
     """append / search / aggregate / timeline / retention over ECS events."""
 
@@ -72,7 +90,20 @@ class EventStore(ABC):
         fields: Sequence[str] | None = None,
         limit: int = 100,
         order: str = "desc",
+        offset: int = 0,
     ) -> pa.Table: ...
+
+    def search_batches(
+        self,
+        query: str = "",
+        time_range: TimeRange | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = 100_000,
+        order: str = "desc",
+        batch_rows: int = 10_000,
+    ) -> Iterator[pa.RecordBatch]:
+        """Like `search`, in record batches (exports); a backend may stream them."""
+        yield from self.search(query, time_range, fields, limit, order).to_batches(batch_rows)
 
     @abstractmethod
     def count(self, query: str = "", time_range: TimeRange | None = None) -> int: ...
@@ -88,13 +119,57 @@ class EventStore(ABC):
     ) -> list[tuple[datetime, int]]: ...
 
     @abstractmethod
+    def histogram_by(
+        self,
+        interval_seconds: int,
+        field: str,
+        query: str = "",
+        time_range: TimeRange | None = None,
+        limit: int = 10,
+    ) -> list[tuple[datetime, Any, int]]:
+        """(bucket, value, count) for the `limit` most common values of `field`;
+        other values and events without one are counted under value None."""
+
+    @abstractmethod
+    def top_many(
+        self,
+        fields: Sequence[str],
+        query: str = "",
+        time_range: TimeRange | None = None,
+        n: int = 10,
+    ) -> dict[str, list[tuple[Any, int]]]:
+        """`top` of several fields at once: {field: [(value, count)]}."""
+
+    @abstractmethod
+    def source_counters(self) -> list[dict[str, Any]]:
+        """Cumulative counters per source (the `sources` of `stats()`), cheaply."""
+
+    @abstractmethod
     def timeline(
         self,
         entity: str,
         time_range: TimeRange | None = None,
         limit: int = 1000,
         fields: Sequence[str] | None = None,
-    ) -> pa.Table: ...
+        order: str = "asc",
+        datasets: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Events whose entity fields hold `entity` (oldest first unless `order="desc"`),
+        only of `datasets` if given ("unknown" stands for events without a dataset)."""
+
+    @abstractmethod
+    def events_by_id(
+        self,
+        ids: Sequence[str],
+        time_range: TimeRange | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """The events with these `event.id`s (an alert's sample), oldest first;
+        `time_range` only narrows which segments are read."""
+
+    @abstractmethod
+    def entity_summary(self, entity: str, time_range: TimeRange | None = None) -> EntitySummary:
+        """Counts, first/last seen, enrichment and intel hits of one entity's events."""
 
     @abstractmethod
     def retention(self, days: int, *, now: datetime | None = None) -> int: ...

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ import polars as pl
 import pyarrow as pa
 
 from lightsoc import schema
-from lightsoc.store import compaction
+from lightsoc.store import compaction, events_agg
 from lightsoc.store.base import (
     Checkpoint,
+    EntitySummary,
     EventStore,
     SourceCounters,
     StoreLockedError,
@@ -288,8 +289,9 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         fields: Sequence[str] | None = None,
         limit: int = 100,
         order: str = "desc",
+        offset: int = 0,
     ) -> pa.Table:
-        """The newest (or oldest) `limit` matching events.
+        """The newest (or oldest) `limit` matching events, after skipping `offset`.
 
         Segments are tried newest first in widening steps: once `limit` rows
         are found and none of the remaining segments can hold a newer event,
@@ -300,7 +302,7 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         take = 8
         while True:
             files = [f for f, _, _ in segments[:take]]
-            table = self._search_files(query, time_range, fields, limit, order, files)
+            table = self._search_files(query, time_range, fields, limit, order, files, offset)
             if take >= len(segments) or table.num_rows < limit:
                 if take >= len(segments):
                     return table
@@ -308,7 +310,7 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
                 continue
             if fields and "@timestamp" not in fields:
                 table_ts = self._search_files(
-                    query, time_range, ["@timestamp"], limit, order, files
+                    query, time_range, ["@timestamp"], limit, order, files, offset
                 )
             else:
                 table_ts = table
@@ -318,6 +320,24 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
                 return table
             take *= 4
 
+    def _search_sql(
+        self,
+        query: str,
+        tr: TimeRange | None,
+        fields: Sequence[str] | None,
+        limit: int,
+        order: str,
+        files: list[str] | None,
+        offset: int = 0,
+    ) -> tuple[str, list[Any]]:
+        src, src_params = self._events(tr, files)
+        where, params = self._where(query, tr)
+        sql = (
+            f"SELECT {_select_list(fields)} FROM {src} AS events WHERE {where} "  # noqa: S608
+            f'ORDER BY "@timestamp" {order.upper()}, "event.id" LIMIT ? OFFSET ?'
+        )
+        return sql, [*src_params, *params, int(limit), int(offset)]
+
     def _search_files(
         self,
         query: str,
@@ -326,14 +346,30 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         limit: int,
         order: str,
         files: list[str],
+        offset: int = 0,
     ) -> pa.Table:
-        src, src_params = self._events(tr, files)
-        where, params = self._where(query, tr)
-        sql = (
-            f"SELECT {_select_list(fields)} FROM {src} AS events WHERE {where} "  # noqa: S608
-            f'ORDER BY "@timestamp" {order.upper()}, "event.id" LIMIT ?'
-        )
-        return self._cur().sql(sql, params=[*src_params, *params, int(limit)]).to_arrow_table()
+        sql, params = self._search_sql(query, tr, fields, limit, order, files, offset)
+        return self._cur().sql(sql, params=params).to_arrow_table()
+
+    def search_batches(
+        self,
+        query: str = "",
+        time_range: TimeRange | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = 100_000,
+        order: str = "desc",
+        batch_rows: int = 10_000,
+    ) -> Iterator[pa.RecordBatch]:
+        """The matching events in record batches, read as they are consumed.
+
+        The query is compiled before the first batch (a bad query raises at
+        once); its own cursor, so the stream survives other requests.
+        """
+        order = "asc" if order == "asc" else "desc"
+        sql, params = self._search_sql(query, time_range, fields, limit, order, None)
+        cur = self._cur()
+        reader = cur.sql(sql, params=params).to_arrow_reader(batch_rows)
+        return _batches(cur, reader)
 
     def read_range(
         self, time_range: TimeRange, fields: Sequence[str] | None = None, query: str = ""
@@ -385,29 +421,141 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         )
         return [(r[0], int(r[1])) for r in self._cur().execute(sql, params).fetchall()]
 
+    def histogram_by(
+        self,
+        interval_seconds: int,
+        field: str,
+        query: str = "",
+        time_range: TimeRange | None = None,
+        limit: int = 10,
+    ) -> list[tuple[datetime, Any, int]]:
+        """Counts per (time bucket, value of `field`) for its `limit` most common
+        values; other values and events without one are counted under None."""
+        inner, params = self._select(
+            f'time_bucket(to_seconds(?), "@timestamp") AS b, {_field(field)} AS v',
+            query,
+            time_range,
+            head_params=[int(interval_seconds)],
+        )
+        sql = events_agg.histogram_by_sql(inner)
+        rows = self._cur().execute(sql, [*params, int(limit)]).fetchall()
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    def top_many(
+        self,
+        fields: Sequence[str],
+        query: str = "",
+        time_range: TimeRange | None = None,
+        n: int = 10,
+    ) -> dict[str, list[tuple[Any, int]]]:
+        """`top` of several fields at once, reading the events once."""
+        names = list(dict.fromkeys(fields))
+        if not names:
+            return {}
+        cols = [_field(f) for f in names]
+        inner, params = self._select(
+            events_agg.top_many_what(cols), query, time_range, events_agg.top_many_tail(cols)
+        )
+        sql = events_agg.top_many_sql(inner, cols)
+        rows = self._cur().execute(sql, [*params, int(n)]).fetchall()
+        return events_agg.top_many_rows(names, rows, int(n))
+
     def timeline(
         self,
         entity: str,
         time_range: TimeRange | None = None,
         limit: int = 1000,
         fields: Sequence[str] | None = None,
+        order: str = "asc",
+        datasets: Sequence[str] | None = None,
     ) -> pa.Table:
-        """Every event whose entity fields hold `entity`, oldest first."""
+        """Every event whose entity fields hold `entity`, oldest first (or newest)."""
         src, src_params = self._events(time_range)
-        ors = " OR ".join(f"{_field(f)} = ?" for f in schema.ENTITY_FIELDS)
-        params: list[Any] = [*src_params, *([entity] * len(schema.ENTITY_FIELDS))]
-        where = [f"({ors})"]
-        if time_range is not None and time_range.start is not None:
-            where.append('"@timestamp" >= ?')
-            params.append(time_range.start)
-        if time_range is not None and time_range.end is not None:
-            where.append('"@timestamp" < ?')
-            params.append(time_range.end)
+        where, params = _entity_where(entity, time_range)
+        if datasets is not None:
+            where += " AND coalesce(\"event.dataset\", 'unknown') IN (SELECT unnest(?))"
+            params.append(list(datasets))
+        direction = "DESC" if order == "desc" else "ASC"
         sql = (
             f"SELECT {_select_list(fields)} FROM {src} AS events "  # noqa: S608
-            f'WHERE {" AND ".join(where)} ORDER BY "@timestamp", "log.offset" LIMIT ?'
+            f'WHERE {where} ORDER BY "@timestamp" {direction}, "log.offset" {direction} LIMIT ?'
         )
-        return self._cur().sql(sql, params=[*params, int(limit)]).to_arrow_table()
+        return self._cur().sql(sql, params=[*src_params, *params, int(limit)]).to_arrow_table()
+
+    def events_by_id(
+        self,
+        ids: Sequence[str],
+        time_range: TimeRange | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """The events with these ids, oldest first (segments pruned by `time_range`)."""
+        src, src_params = self._events(time_range)
+        sql = (
+            f"SELECT {_select_list(fields)} FROM {src} AS events "  # noqa: S608
+            'WHERE "event.id" IN (SELECT unnest(?)) ORDER BY "@timestamp", "event.id"'
+        )
+        return self._cur().sql(sql, params=[*src_params, list(ids)]).to_arrow_table()
+
+    def entity_summary(self, entity: str, time_range: TimeRange | None = None) -> EntitySummary:
+        """One scan for counts per dataset, roles and enrichment; one more for intel hits."""
+        src, src_params = self._events(time_range)
+        where, params = _entity_where(entity, time_range)
+        # Enrichment of whichever side (source/destination) the entity was on.
+        side = {
+            key: (
+                f'CASE WHEN "source.ip" = $e THEN "source.{col}" '
+                f'WHEN "destination.ip" = $e THEN "destination.{col}" END'
+            )
+            for key, col in _GEO.items()
+        }
+        roles = {
+            role: " OR ".join(f"{_field(f)} = $e" for f in names) for role, names in _ROLES.items()
+        }
+        sql = (
+            "SELECT coalesce(\"event.dataset\", 'unknown') AS ds, count(*), "  # noqa: S608
+            'min("@timestamp"), max("@timestamp"), '
+            + ", ".join(f"any_value({expr})" for expr in side.values())
+            + ", "
+            + ", ".join(f"count_if(coalesce({expr}, false))" for expr in roles.values())
+            + f" FROM {src} AS events WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"
+        )
+        # DuckDB takes either `?` or `$name` placeholders in one statement, not both.
+        sql, named = _named(sql, [*src_params, *params], entity)
+        rows = self._cur().execute(sql, named).fetchall()
+        out = EntitySummary(entity)
+        n_geo = len(side)
+        for r in rows:
+            out.datasets[r[0]] = int(r[1])
+            out.total += int(r[1])
+            out.first_seen = r[2] if out.first_seen is None else min(out.first_seen, r[2])
+            out.last_seen = r[3] if out.last_seen is None else max(out.last_seen, r[3])
+            for key, value in zip(side, r[4 : 4 + n_geo], strict=True):
+                if value is not None and key not in out.geo:
+                    out.geo[key] = value
+            for role, n in zip(roles, r[4 + n_geo :], strict=True):
+                out.roles[role] = out.roles.get(role, 0) + int(n)
+        if out.total:
+            out.intel = self._entity_intel(entity, time_range)
+        return out
+
+    def _entity_intel(self, entity: str, time_range: TimeRange | None) -> list[dict[str, Any]]:
+        src, src_params = self._events(time_range)
+        where, params = _entity_where(entity, time_range)
+        cols = [_field(f) for f in _INTEL.values()]
+        sql = (
+            f'SELECT {", ".join(cols)}, count(*), max("@timestamp") '  # noqa: S608
+            f'FROM {src} AS events WHERE {where} AND "threat.indicator.name" IS NOT NULL '
+            "GROUP BY ALL ORDER BY count(*) DESC LIMIT 50"
+        )
+        rows = self._cur().execute(sql, [*src_params, *params]).fetchall()
+        return [
+            {
+                **dict(zip(_INTEL, r[: len(_INTEL)], strict=True)),
+                "events": int(r[-2]),
+                "last_seen": r[-1],
+            }
+            for r in rows
+        ]
 
     def stats(self) -> dict[str, Any]:
         cur = self._cur()
@@ -425,7 +573,18 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
                 src_params,
             ).fetchall()
         }
-        sources = [
+        sources = self.source_counters()
+        return {
+            "events_total": self._total(),
+            "parse_failures_total": int(failures),
+            "by_dataset": by_dataset,
+            "sources": sources,
+            "segments": int(cur.execute("SELECT count(*) FROM lightsoc_segments").fetchone()[0]),
+        }
+
+    def source_counters(self) -> list[dict[str, Any]]:
+        """The cumulative counters of every source (no event is read)."""
+        return [
             {
                 "id": r[0],
                 "type": r[1],
@@ -436,15 +595,63 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
                 "bytes": int(r[6]),
                 "last_seen": r[7].isoformat() if r[7] else None,
             }
-            for r in cur.execute("SELECT * FROM lightsoc_sources ORDER BY source").fetchall()
+            for r in self._cur()
+            .execute("SELECT * FROM lightsoc_sources ORDER BY source")
+            .fetchall()
         ]
-        return {
-            "events_total": self._total(),
-            "parse_failures_total": int(failures),
-            "by_dataset": by_dataset,
-            "sources": sources,
-            "segments": int(cur.execute("SELECT count(*) FROM lightsoc_segments").fetchone()[0]),
-        }
+
+
+_GEO = {
+    "country": "geo.country_iso_code",
+    "city": "geo.city_name",
+    "as_number": "as.number",
+    "as_org": "as.organization.name",
+    "zone": "zone",
+}
+_ROLES = {
+    "ip": ("source.ip", "destination.ip"),
+    "user": ("user.name", "user.target.name"),
+    "host": ("host.name",),
+    "domain": (
+        "source.domain",
+        "destination.domain",
+        "url.domain",
+        "dns.question.name",
+        "dns.question.registered_domain",
+    ),
+}
+_INTEL = {
+    "indicator": "threat.indicator.name",
+    "type": "threat.indicator.type",
+    "provider": "threat.indicator.provider",
+    "feed": "threat.feed.name",
+    "field": "threat.enrichments.matched.field",
+}
+
+
+def _entity_where(entity: str, tr: TimeRange | None) -> tuple[str, list[Any]]:
+    """Events whose entity fields (`schema.ENTITY_FIELDS`) hold `entity`, in `tr`."""
+    ors = " OR ".join(f"{_field(f)} = ?" for f in schema.ENTITY_FIELDS)
+    params: list[Any] = [entity] * len(schema.ENTITY_FIELDS)
+    where = [f"({ors})"]
+    if tr is not None and tr.start is not None:
+        where.append('"@timestamp" >= ?')
+        params.append(tr.start)
+    if tr is not None and tr.end is not None:
+        where.append('"@timestamp" < ?')
+        params.append(tr.end)
+    return " AND ".join(where), params
+
+
+def _named(sql: str, params: list[Any], entity: str) -> tuple[str, dict[str, Any]]:
+    """`?` placeholders renumbered as `$p0, $p1...` beside `$e` (the entity)."""
+    parts = sql.split("?")
+    out = parts[0]
+    for i, part in enumerate(parts[1:]):
+        out += f"$p{i}{part}"
+    named = {f"p{i}": v for i, v in enumerate(params)}
+    named["e"] = entity
+    return out, named
 
 
 def _field(name: str) -> str:
@@ -457,3 +664,12 @@ def _select_list(fields: Sequence[str] | None) -> str:
     if not fields:
         return "*"
     return ", ".join(_field(f) for f in fields)
+
+
+def _batches(
+    cur: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader
+) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from reader
+    finally:
+        cur.close()

@@ -14,14 +14,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from lightsoc.alerts.model import SEVERITIES, STATUSES
+from lightsoc.alerts.model import EVENT_SAMPLE, SEVERITIES, STATUSES, Alert
 from lightsoc.alerts.store import MAX_LIST, AlertNotFoundError, TransitionError
+from lightsoc.output import event_rows
+from lightsoc.store.base import TimeRange
 from lightsoc.timeutil import parse_duration, since_range
 from lightsoc.web.security import Principal
 
 if TYPE_CHECKING:
     from lightsoc.web.context import WebContext
 
+MAX_BULK = 1000
+EVENT_MARGIN = timedelta(days=1)
 Status = Literal["open", "acknowledged", "closed", "false_positive"]
 
 
@@ -33,6 +37,31 @@ class StatusChange(BaseModel):
     #: set with `assignee: null` to take the alert away from whoever has it
     unassign: bool = False
     note: str | None = Field(default=None, max_length=10_000)
+
+
+class BulkChange(BaseModel):
+    """Body of POST /alerts/bulk: one status and/or assignee for up to 1000 alerts."""
+
+    ids: list[int] = Field(min_length=1, max_length=MAX_BULK)
+    status: Status | None = None
+    assignee: str | None = Field(default=None, max_length=200)
+    unassign: bool = False
+    note: str | None = Field(default=None, max_length=10_000)
+
+
+def alert_events(
+    ctx: "WebContext", alert: Alert, limit: int = EVENT_SAMPLE
+) -> list[dict[str, Any]]:
+    """The alert's sample events from the event store (its `event_ids`), oldest first.
+
+    The alert's first/last seen are event times: a day either side only
+    narrows which segments are read.
+    """
+    ids = list(alert.event_ids)[: max(0, limit)]
+    if not ids:
+        return []
+    tr = TimeRange(alert.first_seen - EVENT_MARGIN, alert.last_seen + EVENT_MARGIN)
+    return event_rows(ctx.events.events_by_id(ids, tr))
 
 
 def _statuses(status: str | None) -> list[str] | None:
@@ -124,6 +153,50 @@ def create_alerts_router(ctx: "WebContext") -> APIRouter:
             unassign=change.unassign,
         )
         return {**alert.as_dict(), "history": [h.as_dict() for h in store.history(alert_id)]}
+
+    @router.get("/alerts/{alert_id}/events")
+    def get_alert_events(alert_id: int, _auth: Reader) -> dict[str, Any]:
+        """The alert's sample events (the ids it keeps), oldest first."""
+        try:
+            alert = store.get(alert_id)
+        except AlertNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        events = alert_events(ctx, alert)
+        return {"alert_id": alert_id, "event_ids": list(alert.event_ids), "events": events}
+
+    @router.post("/alerts/bulk")
+    def bulk_change(change: BulkChange, auth: Writer) -> dict[str, Any]:
+        """One status and/or assignee for many alerts; each is changed, recorded in its
+        history and audited on its own, and one that cannot change is reported, not fatal."""
+        if change.status is None and change.assignee is None and not change.unassign:
+            raise HTTPException(400, "nothing to change: give a status, an assignee or unassign")
+        who = auth.actor
+        changed: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for alert_id in dict.fromkeys(change.ids):  # once each, in the order given
+            try:
+                if change.status is not None:
+                    store.set_status(alert_id, change.status, who, change.note)
+                if change.assignee is not None or change.unassign:
+                    store.assign(alert_id, change.assignee, who, change.note)
+                alert = store.get(alert_id)
+            except AlertNotFoundError as exc:
+                errors.append({"id": alert_id, "status": 404, "detail": str(exc)})
+                continue
+            except TransitionError as exc:
+                errors.append({"id": alert_id, "status": 409, "detail": str(exc)})
+                continue
+            ctx.audit.record(
+                who,
+                "alert_change",
+                str(alert_id),
+                status=change.status,
+                assignee=change.assignee,
+                unassign=change.unassign,
+                bulk=True,
+            )
+            changed.append(alert.as_dict())
+        return {"changed": changed, "errors": errors}
 
     @router.get("/entities/scores")
     def entity_scores(

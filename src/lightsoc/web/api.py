@@ -1,4 +1,4 @@
-"""REST API under /api/v1: search, timeline, aggregations, stats, OpenAPI.
+"""REST API under /api/v1: search (and its export), timeline, aggregations, stats, OpenAPI.
 
 Every endpoint but /health requires a principal (a bearer token or a
 session; see `web.security`). The query language is compiled to
@@ -6,23 +6,66 @@ parameterised SQL by the store; a bad query is a 400 with the compiler's
 message.
 """
 
-from collections.abc import Callable
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+import pyarrow as pa
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 
 from lightsoc import __version__, schema
 from lightsoc.client import merged_stats
 from lightsoc.output import event_rows, jsonable
 from lightsoc.store.base import TimeRange
 from lightsoc.timeutil import since_range
-from lightsoc.web.security import Principal
+from lightsoc.web.security import Principal, client_ip
 
 if TYPE_CHECKING:
     from lightsoc.web.context import WebContext
 
 MAX_LIMIT = 10_000
+MAX_OFFSET = 100_000  # deeper pages: narrow the query or export
+EXPORT_MAX_ROWS = 100_000
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:  # noqa: ANN401 - a cell of any column type
+    """A CSV cell; text a spreadsheet would run as a formula gets a leading `'`."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return jsonable(value)
+    if isinstance(value, list):
+        value = json.dumps(jsonable(value), ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def export_csv(batches: Iterator[pa.RecordBatch], names: list[str] | None) -> Iterator[str]:
+    """A header row, then one row per event, a batch at a time."""
+    columns = names or [f.name for f in schema.FIELDS]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    yield buf.getvalue()
+    for batch in batches:
+        buf.seek(0)
+        buf.truncate()
+        data = [batch.column(c).to_pylist() for c in columns]
+        writer.writerows([csv_cell(v) for v in row] for row in zip(*data, strict=True))
+        yield buf.getvalue()
+
+
+def export_ndjson(batches: Iterator[pa.RecordBatch]) -> Iterator[str]:
+    """One JSON object per line, without null fields."""
+    for batch in batches:
+        rows = event_rows(pa.Table.from_batches([batch]))
+        yield "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def create_api_router(ctx: "WebContext", openapi: Callable[[], dict[str, Any]]) -> APIRouter:
@@ -79,10 +122,40 @@ def create_api_router(ctx: "WebContext", openapi: Callable[[], dict[str, Any]]) 
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
         fields: str | None = None,
         order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         tr = time_range(since, until)
-        table = events.search(q, tr, field_list(fields), limit, order)
-        return {"total": events.count(q, tr), "events": event_rows(table)}
+        table = events.search(q, tr, field_list(fields), limit, order, offset)
+        return {"total": events.count(q, tr), "offset": offset, "events": event_rows(table)}
+
+    @router.get("/search/export")
+    def search_export(
+        request: Request,
+        who: Auth,
+        q: str = "",
+        since: str = "24h",
+        until: str | None = None,
+        fields: str | None = None,
+        format: Annotated[str, Query(pattern="^(csv|ndjson)$")] = "csv",  # noqa: A002
+        limit: Annotated[int, Query(ge=1, le=EXPORT_MAX_ROWS)] = EXPORT_MAX_ROWS,
+        order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    ) -> StreamingResponse:
+        """Matching events as a CSV or NDJSON download, streamed, at most EXPORT_MAX_ROWS."""
+        names = field_list(fields)
+        # compiles the query first: a bad query is a 400, not a broken download
+        batches = events.search_batches(q, time_range(since, until), names, limit, order)
+        ctx.audit.record(
+            who.actor, "search_export", q[:500], client_ip=client_ip(request), format=format
+        )
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        body = export_csv(batches, names) if format == "csv" else export_ndjson(batches)
+        return StreamingResponse(
+            body,
+            media_type="text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson",
+            headers={
+                "Content-Disposition": f'attachment; filename="lightsoc-search-{stamp}.{format}"'
+            },
+        )
 
     @router.get("/timeline/{entity:path}")
     def timeline(

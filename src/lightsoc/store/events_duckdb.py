@@ -33,13 +33,13 @@ from lightsoc import schema
 from lightsoc.store import compaction, events_agg
 from lightsoc.store.base import (
     Checkpoint,
-    EntitySummary,
     EventStore,
     SourceCounters,
     StoreLockedError,
     TimeRange,
 )
 from lightsoc.store.compaction import SegmentMaintenance
+from lightsoc.store.events_entity import EntityQueries, _field, _select_list
 from lightsoc.store.query import compile_query, quote_ident
 from lightsoc.store.segments import SEGMENT_DIR, Segment, SegmentFiles
 
@@ -79,7 +79,7 @@ def _ddl_columns() -> str:
     return ", ".join(f"{quote_ident(f.name)} {_DUCK_TYPES[f.type]}" for f in schema.FIELDS)
 
 
-class DuckDBEventStore(SegmentMaintenance, EventStore):
+class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
     """Catalog in `path` (a DuckDB file), segments beside it; thread-safe via cursors."""
 
     def __init__(
@@ -460,103 +460,6 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
         rows = self._cur().execute(sql, [*params, int(n)]).fetchall()
         return events_agg.top_many_rows(names, rows, int(n))
 
-    def timeline(
-        self,
-        entity: str,
-        time_range: TimeRange | None = None,
-        limit: int = 1000,
-        fields: Sequence[str] | None = None,
-        order: str = "asc",
-        datasets: Sequence[str] | None = None,
-    ) -> pa.Table:
-        """Every event whose entity fields hold `entity`, oldest first (or newest)."""
-        src, src_params = self._events(time_range)
-        where, params = _entity_where(entity, time_range)
-        if datasets is not None:
-            where += " AND coalesce(\"event.dataset\", 'unknown') IN (SELECT unnest(?))"
-            params.append(list(datasets))
-        direction = "DESC" if order == "desc" else "ASC"
-        sql = (
-            f"SELECT {_select_list(fields)} FROM {src} AS events "  # noqa: S608
-            f'WHERE {where} ORDER BY "@timestamp" {direction}, "log.offset" {direction} LIMIT ?'
-        )
-        return self._cur().sql(sql, params=[*src_params, *params, int(limit)]).to_arrow_table()
-
-    def events_by_id(
-        self,
-        ids: Sequence[str],
-        time_range: TimeRange | None = None,
-        fields: Sequence[str] | None = None,
-    ) -> pa.Table:
-        """The events with these ids, oldest first (segments pruned by `time_range`)."""
-        src, src_params = self._events(time_range)
-        sql = (
-            f"SELECT {_select_list(fields)} FROM {src} AS events "  # noqa: S608
-            'WHERE "event.id" IN (SELECT unnest(?)) ORDER BY "@timestamp", "event.id"'
-        )
-        return self._cur().sql(sql, params=[*src_params, list(ids)]).to_arrow_table()
-
-    def entity_summary(self, entity: str, time_range: TimeRange | None = None) -> EntitySummary:
-        """One scan for counts per dataset, roles and enrichment; one more for intel hits."""
-        src, src_params = self._events(time_range)
-        where, params = _entity_where(entity, time_range)
-        # Enrichment of whichever side (source/destination) the entity was on.
-        side = {
-            key: (
-                f'CASE WHEN "source.ip" = $e THEN "source.{col}" '
-                f'WHEN "destination.ip" = $e THEN "destination.{col}" END'
-            )
-            for key, col in _GEO.items()
-        }
-        roles = {
-            role: " OR ".join(f"{_field(f)} = $e" for f in names) for role, names in _ROLES.items()
-        }
-        sql = (
-            "SELECT coalesce(\"event.dataset\", 'unknown') AS ds, count(*), "  # noqa: S608
-            'min("@timestamp"), max("@timestamp"), '
-            + ", ".join(f"any_value({expr})" for expr in side.values())
-            + ", "
-            + ", ".join(f"count_if(coalesce({expr}, false))" for expr in roles.values())
-            + f" FROM {src} AS events WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"
-        )
-        # DuckDB takes either `?` or `$name` placeholders in one statement, not both.
-        sql, named = _named(sql, [*src_params, *params], entity)
-        rows = self._cur().execute(sql, named).fetchall()
-        out = EntitySummary(entity)
-        n_geo = len(side)
-        for r in rows:
-            out.datasets[r[0]] = int(r[1])
-            out.total += int(r[1])
-            out.first_seen = r[2] if out.first_seen is None else min(out.first_seen, r[2])
-            out.last_seen = r[3] if out.last_seen is None else max(out.last_seen, r[3])
-            for key, value in zip(side, r[4 : 4 + n_geo], strict=True):
-                if value is not None and key not in out.geo:
-                    out.geo[key] = value
-            for role, n in zip(roles, r[4 + n_geo :], strict=True):
-                out.roles[role] = out.roles.get(role, 0) + int(n)
-        if out.total:
-            out.intel = self._entity_intel(entity, time_range)
-        return out
-
-    def _entity_intel(self, entity: str, time_range: TimeRange | None) -> list[dict[str, Any]]:
-        src, src_params = self._events(time_range)
-        where, params = _entity_where(entity, time_range)
-        cols = [_field(f) for f in _INTEL.values()]
-        sql = (
-            f'SELECT {", ".join(cols)}, count(*), max("@timestamp") '  # noqa: S608
-            f'FROM {src} AS events WHERE {where} AND "threat.indicator.name" IS NOT NULL '
-            "GROUP BY ALL ORDER BY count(*) DESC LIMIT 50"
-        )
-        rows = self._cur().execute(sql, [*src_params, *params]).fetchall()
-        return [
-            {
-                **dict(zip(_INTEL, r[: len(_INTEL)], strict=True)),
-                "events": int(r[-2]),
-                "last_seen": r[-1],
-            }
-            for r in rows
-        ]
-
     def stats(self) -> dict[str, Any]:
         cur = self._cur()
         src, src_params = self._events(None)
@@ -599,71 +502,6 @@ class DuckDBEventStore(SegmentMaintenance, EventStore):
             .execute("SELECT * FROM lightsoc_sources ORDER BY source")
             .fetchall()
         ]
-
-
-_GEO = {
-    "country": "geo.country_iso_code",
-    "city": "geo.city_name",
-    "as_number": "as.number",
-    "as_org": "as.organization.name",
-    "zone": "zone",
-}
-_ROLES = {
-    "ip": ("source.ip", "destination.ip"),
-    "user": ("user.name", "user.target.name"),
-    "host": ("host.name",),
-    "domain": (
-        "source.domain",
-        "destination.domain",
-        "url.domain",
-        "dns.question.name",
-        "dns.question.registered_domain",
-    ),
-}
-_INTEL = {
-    "indicator": "threat.indicator.name",
-    "type": "threat.indicator.type",
-    "provider": "threat.indicator.provider",
-    "feed": "threat.feed.name",
-    "field": "threat.enrichments.matched.field",
-}
-
-
-def _entity_where(entity: str, tr: TimeRange | None) -> tuple[str, list[Any]]:
-    """Events whose entity fields (`schema.ENTITY_FIELDS`) hold `entity`, in `tr`."""
-    ors = " OR ".join(f"{_field(f)} = ?" for f in schema.ENTITY_FIELDS)
-    params: list[Any] = [entity] * len(schema.ENTITY_FIELDS)
-    where = [f"({ors})"]
-    if tr is not None and tr.start is not None:
-        where.append('"@timestamp" >= ?')
-        params.append(tr.start)
-    if tr is not None and tr.end is not None:
-        where.append('"@timestamp" < ?')
-        params.append(tr.end)
-    return " AND ".join(where), params
-
-
-def _named(sql: str, params: list[Any], entity: str) -> tuple[str, dict[str, Any]]:
-    """`?` placeholders renumbered as `$p0, $p1...` beside `$e` (the entity)."""
-    parts = sql.split("?")
-    out = parts[0]
-    for i, part in enumerate(parts[1:]):
-        out += f"$p{i}{part}"
-    named = {f"p{i}": v for i, v in enumerate(params)}
-    named["e"] = entity
-    return out, named
-
-
-def _field(name: str) -> str:
-    if name not in schema.BY_NAME:
-        raise ValueError(f"unknown field {name!r}")
-    return quote_ident(name)
-
-
-def _select_list(fields: Sequence[str] | None) -> str:
-    if not fields:
-        return "*"
-    return ", ".join(_field(f) for f in fields)
 
 
 def _batches(

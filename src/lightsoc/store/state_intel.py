@@ -273,6 +273,15 @@ class IntelStore:
             out.setdefault(field, []).append(value)
         return out
 
+    def allow_rows(self) -> list[dict[str, Any]]:
+        """Every allow-list entry with its id, comment and creation time (oldest first)."""
+        t = intel_allow
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.id, t.c.field, t.c.value, t.c.comment, t.c.created).order_by(t.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
     # -- domain lookup cache -------------------------------------------------------
     def cached_lookups(
         self, domains: Sequence[str], now: float | None = None

@@ -183,15 +183,39 @@ JOBS: dict[str, WindowJob] = {
 }
 
 
+def _connects_recorder(state: StateStore) -> Callable[..., None]:
+    """Keeps each LDA run's top rows per record type; a failure there never stops the alerts."""
+    from lightsoc.store.state_connects import ConnectsStore
+
+    store = ConnectsStore(state)
+
+    def record(
+        kind: str, ranked: pl.DataFrame, start: datetime, end: datetime, records: int
+    ) -> None:
+        try:
+            store.save_run(kind, ranked, start, end, records)
+        except Exception:
+            log.exception("ml lda: the %s results could not be kept for the UI", kind)
+
+    return record
+
+
 def lda_job(state: StateStore | None, top: int, duplication: int) -> WindowJob:
     """Spot's suspicious connects: trains on the window and lists its rarest records.
 
     It reads the analysts' ratings and allow list from the state store, so it is
-    built per deployment rather than kept in `JOBS`.
+    built per deployment rather than kept in `JOBS`; each run's ranked rows are
+    kept there too (`store.state_connects`) for the web UI's suspicious-connects page.
     """
     from lightsoc.detect.ml import lda_jobs
 
-    run = functools.partial(lda_jobs.candidates, state=state, top=top, duplication=duplication)
+    run = functools.partial(
+        lda_jobs.candidates,
+        state=state,
+        top=top,
+        duplication=duplication,
+        record=None if state is None else _connects_recorder(state),
+    )
     query = _datasets(*FLOW_DATASETS, *DNS_DATASETS, *WEB_DATASETS)
     return WindowJob("lda", query, tuple(lda_jobs.FIELDS), run)
 

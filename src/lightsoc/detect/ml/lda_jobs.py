@@ -9,7 +9,7 @@ by `lda`), and `candidates` is the scheduler's alert step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -360,6 +360,7 @@ def candidates(
     state: Any = None,
     top: int = 50,
     duplication: int = FEEDBACK_DUPLICATION,
+    record: Callable[[str, pl.DataFrame, Any, Any, int], None] | None = None,
 ) -> list[Any]:
     """Alert candidates of one daily run: the `top` suspicious connects of each record type.
 
@@ -369,12 +370,18 @@ def candidates(
     record) each become one low-severity candidate (`threshold`: only records
     whose suspicion reaches it). Distinct pairs rather than raw records: a scan's
     thousands of rare probes would otherwise fill the list and hide the others.
+    `record(kind, ranked, start, end, records)`, if given, receives each record
+    type's whole ranking (before the threshold) and its window's record count:
+    the job keeps the top rows for the web UI (`store.state_connects`).
     """
     from lightsoc.alerts.model import AlertCandidate
     from lightsoc.detect.ml.jobs import DNS_DATASETS, FLOW_DATASETS, WEB_DATASETS
 
     out: list[AlertCandidate] = []
     if events.height == 0 or "event.dataset" not in events.columns:
+        if record is not None:  # an empty window is a run too: the UI says so
+            for kind in lw.KINDS:
+                record(kind, _empty(events), start, end, 0)
         return out
     day = end.date().isoformat()
     for kind, datasets in (("flow", FLOW_DATASETS), ("dns", DNS_DATASETS), ("web", WEB_DATASETS)):
@@ -382,6 +389,8 @@ def candidates(
         ranked = run_suspicious_connects(
             part, kind, None, None, state=state, duplication=duplication
         )
+        if record is not None:
+            record(kind, ranked, start, end, part.height)
         if threshold is not None:
             ranked = ranked.filter(pl.col("suspicion") >= threshold)
         if ranked.height == 0:

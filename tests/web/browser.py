@@ -115,7 +115,7 @@ def browser_fixture() -> Iterator[Browser]:
 @pytest.fixture(name="page_errors")
 def page_errors_fixture(browser: Browser) -> Iterator[WatchedPage]:
     """A page in its own context (no shared cookies or storage), already watched."""
-    context = browser.new_context(viewport={"width": 1024, "height": 700})
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
         yield WatchedPage(page, watch(page))

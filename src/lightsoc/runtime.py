@@ -142,16 +142,25 @@ def enrich_options(config: Config) -> dict[str, Any]:
 def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: Any) -> Pipeline:
     from lightsoc.bus.memory import MemoryBus
     from lightsoc.detect.build import build_ruleset
+    from lightsoc.detect.reload import live_ruleset
     from lightsoc.enrich.intel import stream_options as intel_stream_options
 
     specs = source_specs(config)
+    # `run`/`demo`: rules reload when changed; `ingest` builds them once
+    live = live_ruleset(config, stores, sources) if "detectors" not in kw else None
     # simple DB rules: only from a state store that exists (ingest creates none)
     has_state = stores.state_url != "sqlite" or (stores.data_dir / "state.sqlite").exists()
-    rules = build_ruleset(config, stores.data_dir, stores.state if has_state else None)
+    rules = (
+        live
+        if live is not None
+        else build_ruleset(config, stores.data_dir, stores.state if has_state else None)
+    )
     ml = ml_detector(config, stores.data_dir) if "detectors" not in kw else None
-    kw.setdefault("detectors", [d for d in (rules, ml) if d is not None and len(d)])
+    kw.setdefault("detectors", [d for d in (rules, ml) if d is not None and (len(d) or d is live)])
     levels = {r.id: r.level for r in rules.rules} | (ml.levels if ml else {})
     tags = {r.id: list(r.tags) for r in rules.rules} | (ml.tags if ml else {})
+    if live is not None:
+        live.follow(levels, tags)  # the alerter reads these same dicts
     alerting = stream_alerting(config, stores, levels, tags)
     progress = kw.pop("on_batch", None)
 

@@ -127,7 +127,7 @@ def browse(ui_server: UiServer, page_errors: WatchedPage) -> None:
     assert ips.first.get_attribute("href").startswith("/entity/")
     assert page.locator("#dash-sources tbody tr").count() >= 4
     assert page.locator("#kpi-total").inner_text() not in ("", "–")
-    screenshot(page, "dashboard")
+    screenshot(page, "dashboard", full_page=True)
 
     page.select_option("#dash-range select[name=since]", "1h")
     page.wait_for_selector("#dashboard[data-loaded='1h']")

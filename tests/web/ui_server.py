@@ -112,10 +112,11 @@ def browser_login(page: Page, ui: UiServer, name: str, next_path: str = "/") -> 
     page.wait_for_url(f"{ui.url}{next_path}*")
 
 
-def screenshot(page: Page, name: str) -> Path:
-    """Save a full-page screenshot as docs/screenshots/NAME.png (the README shows them)."""
+def screenshot(page: Page, name: str, full_page: bool = False) -> Path:
+    """Save a screenshot of the window (or the whole page) as docs/screenshots/NAME.png
+    (the README shows them)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     assert path.stat().st_size > 5000
     return path

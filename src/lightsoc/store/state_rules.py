@@ -3,7 +3,9 @@
 The reference deployment kept hand-written regex rules in MySQL and edited
 them from a UI; these tables are that, compiled into the same `RuleSet` as the
 Sigma rules (`lightsoc.detect.simple`). Exceptions are `field = value` pairs
-that suppress a rule's match on an event.
+that suppress a rule's match on an event. Every change bumps a version counter
+(`rule_meta` key "simple_rules", next to the rule flags' "version"), so a
+running pipeline can tell that its rule set is stale (`detect.reload`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from lightsoc.store.state import StateStore, metadata, migration
+from lightsoc.store.state_rule_flags import rule_meta
 
 MATCH_KINDS = ("regex", "contains", "equals")
+#: the `rule_meta` row counting changes of simple rules
+VERSION_KEY = "simple_rules"
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
 
 simple_rules = sa.Table(
@@ -49,6 +54,13 @@ simple_rule_exceptions = sa.Table(
 def _rules_1(conn: Connection) -> None:
     for table in (simple_rules, simple_rule_exceptions):
         table.create(conn, checkfirst=True)
+
+
+def _bump(conn: Connection) -> None:
+    """Count a change, in the transaction that makes it."""
+    key = rule_meta.c.key == VERSION_KEY
+    if not conn.execute(rule_meta.update().where(key).values(value=rule_meta.c.value + 1)).rowcount:
+        conn.execute(rule_meta.insert().values(key=VERSION_KEY, value=1))
 
 
 @dataclass
@@ -93,6 +105,7 @@ class RulesStore:
                     updated=now,
                 )
             )
+            _bump(conn)
             return int(res.inserted_primary_key[0])
 
     def _id(self, conn: Connection, name: str) -> int:
@@ -109,6 +122,7 @@ class RulesStore:
                 .where(simple_rules.c.id == rid)
                 .values(enabled=enabled, updated=datetime.now(UTC))
             )
+            _bump(conn)
 
     def add_exception(self, name: str, field: str, value: str) -> None:
         with self.engine.begin() as conn:
@@ -116,6 +130,7 @@ class RulesStore:
             conn.execute(
                 simple_rule_exceptions.insert().values(rule_id=rid, field=field, value=value)
             )
+            _bump(conn)
 
     def remove(self, name: str) -> None:
         with self.engine.begin() as conn:
@@ -124,6 +139,15 @@ class RulesStore:
                 simple_rule_exceptions.delete().where(simple_rule_exceptions.c.rule_id == rid)
             )
             conn.execute(simple_rules.delete().where(simple_rules.c.id == rid))
+            _bump(conn)
+
+    def version(self) -> int:
+        """Changes so far (add, enable/disable, exception, remove); 0 before the first."""
+        with self.engine.connect() as conn:
+            v = conn.execute(
+                sa.select(rule_meta.c.value).where(rule_meta.c.key == VERSION_KEY)
+            ).scalar()
+        return int(v or 0)
 
     def list(self, *, enabled_only: bool = False) -> list[SimpleRule]:
         q = sa.select(simple_rules).order_by(simple_rules.c.id)

@@ -20,6 +20,10 @@ Cases (kept as data: generator + command + the figure to watch):
   rules       every loaded Sigma rule (built-in + SigmaHQ) on 1M parsed web
               events, and pySigma's SQLite backend on the same rules and events
               in an in-memory SQLite: events/s and the ratio (bench/rules.py).
+  ui_api      --agg-events (10M) events in a store behind a real `lightsoc run`:
+              dashboard, field searches and busy-IP timeline latency through the
+              API vs the same SQL on DuckDB directly; PASS/MISS against the
+              issue 6 targets (bench/ui_api.py).
 
     python bench/run.py [--lines N] [--agg-events N] [--only CASE ...] [--out bench/out]
 """
@@ -233,7 +237,7 @@ NETWORK_SUMMARY = {
 }
 #: machine-learning cases: bench/<name>.py with run(out) -> dict and line(dict) -> str
 ML_CASES = ("ml_web", "ml_dga", "ml_lda", "ml_beacon")
-CASES = ("ingest", "top10", "syslog", "netflow", "pcap_dns", "rules", *ML_CASES)
+CASES = ("ingest", "top10", "syslog", "netflow", "pcap_dns", "rules", *ML_CASES, "ui_api")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             mod = _load(case)
             results[case] = mod.run(args.out / case)
             print(mod.line(results[case]), flush=True)
+    if "ui_api" in args.only:
+        mod = _load("ui_api")
+        results["ui_api"] = mod.run(args.out / "ui_api", args.agg_events)
+        print(mod.line(results["ui_api"]), flush=True)
     results["load_average_after"] = os.getloadavg()[0]
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0

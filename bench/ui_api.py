@@ -47,6 +47,8 @@ from urllib.parse import quote
 import duckdb
 import httpx
 
+from lightsoc.store.rollups import TOP_FIELDS
+
 LIGHTSOC = Path(sys.executable).with_name("lightsoc")
 DEFAULT_EVENTS = 10_000_000
 CHUNK = 1_000_000
@@ -453,14 +455,7 @@ class Direct:
             'FROM ev WHERE "@timestamp" >= ? GROUP BY ALL',
             [start],
         ).fetchall()
-        for field in (
-            "source.ip",
-            "source.geo.country_iso_code",
-            "dns.question.registered_domain",
-            "url.domain",
-            "url.path",
-            "user.name",
-        ):
+        for field in TOP_FIELDS:  # the dashboard's top lists
             col = '"' + field + '"'
             self.con.execute(
                 f'SELECT {col}, count(*) FROM ev WHERE "@timestamp" >= ? '  # noqa: S608

@@ -15,9 +15,13 @@ from tests.web.ui_server import UiServer, browser_login, screenshot
 
 
 def total(client: httpx.Client, q: str, since: str) -> int:
-    resp = client.get("/api/v1/search", params={"q": q, "since": since, "limit": 1})
+    """The exact count of `q` by an independent path: the histogram API's buckets
+    (the search API's `total` stops counting at its cap)."""
+    resp = client.get(
+        "/api/v1/aggregate/histogram", params={"q": q, "since": since, "interval": 86400 * 400}
+    )
     assert resp.status_code == 200, resp.text
-    return resp.json()["total"]
+    return sum(b["count"] for b in resp.json()["buckets"])
 
 
 @pytest.fixture(scope="module")

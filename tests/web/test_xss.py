@@ -200,7 +200,7 @@ def test_login_next_parameter_is_not_a_way_in(xss_server: XssServer, browser: Br
     errors = watch(page)
     for nxt in ['"><script>alert(1)</script>', "javascript:alert(1)", "//evil.example/"]:
         page.goto(f"{xss_server.url}/login?next={quote(nxt, safe='')}")
-        assert page.locator("form[action=\"/login\"] input[name=next]").input_value() == "/"
+        assert page.locator('form[action="/login"] input[name=next]').input_value() == "/"
         assert injected(page) == ["layout: navigation or header missing"]  # the login page has none
     context.close()
     assert errors == []

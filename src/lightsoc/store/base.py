@@ -106,7 +106,10 @@ class EventStore(ABC):
         yield from self.search(query, time_range, fields, limit, order).to_batches(batch_rows)
 
     @abstractmethod
-    def count(self, query: str = "", time_range: TimeRange | None = None) -> int: ...
+    def count(
+        self, query: str = "", time_range: TimeRange | None = None, limit: int | None = None
+    ) -> int:
+        """Matching events; with `limit`, at most `limit` (the scan may stop there)."""
 
     @abstractmethod
     def top(

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 
 from lightsoc import schema
+from lightsoc.store import rollups
 from lightsoc.store.query import quote_ident
 from lightsoc.store.segments import Segment, SegmentFiles
 
@@ -84,6 +85,7 @@ class SegmentMaintenance:
         cur = self._cur()
         cur.execute("BEGIN TRANSACTION")
         try:
+            rollups.delete_for_files(cur, old)  # with their segments, in one commit
             cur.execute("DELETE FROM lightsoc_segments WHERE file IN (SELECT unnest(?))", [old])
             if new is not None:
                 self._add_segment(cur, new)
@@ -96,13 +98,17 @@ class SegmentMaintenance:
         self.files.discard(old)
 
     def maintain(self) -> int:
-        """Background upkeep: merge medium segments once there are enough of them."""
+        """Background upkeep: merge medium segments once there are enough of them,
+        then roll up (a bounded number of) segments that have no rollups yet.
+        Returns how many files were merged."""
         (n,) = (
             self._cur()
             .execute("SELECT count(*) FROM lightsoc_segments WHERE rows < ?", [MEDIUM_ROWS])
             .fetchone()
         )
-        return self.compact(MEDIUM_ROWS) if n >= MEDIUM_MERGE_AT else 0
+        merged = self.compact(MEDIUM_ROWS) if n >= MEDIUM_MERGE_AT else 0
+        rollups.build(self)
+        return merged
 
     def compact(self, below_rows: int = SMALL_ROWS) -> int:
         """Merge segments under `below_rows` (oldest first) into larger ones; returns

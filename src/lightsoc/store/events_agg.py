@@ -19,11 +19,37 @@ def histogram_by_sql(inner: str) -> str:
     The (bucket, value) counts are materialised once (small: buckets x values), so
     the events are read once, not again to find the top values.
     """
+    return _histogram_by(f"SELECT b, v, count(*) AS n FROM ({inner}) GROUP BY 1, 2")  # noqa: S608
+
+
+def histogram_by_counts_sql(counts: str) -> str:
+    """`histogram_by_sql` over partial counts: `counts` selects `t` (a time that
+    lies in the same bucket as the events it counts), `v` and `n` (negative to
+    subtract; a group left at 0 had no event in the range). One parameter
+    before `counts`' (the interval in seconds) and one after (how many values)."""
+    return _histogram_by(
+        f"SELECT time_bucket(to_seconds(?), t) AS b, v, sum(n) AS n FROM ({counts}) "  # noqa: S608
+        "GROUP BY 1, 2 HAVING sum(n) > 0"
+    )
+
+
+def _histogram_by(grouped: str) -> str:
     return (
-        f"WITH g AS MATERIALIZED (SELECT b, v, count(*) AS n FROM ({inner}) GROUP BY 1, 2), "  # noqa: S608
+        f"WITH g AS MATERIALIZED ({grouped}), "  # noqa: S608
         "t AS (SELECT v FROM g WHERE v IS NOT NULL GROUP BY v ORDER BY sum(n) DESC, v LIMIT ?) "
         "SELECT b, CASE WHEN v IN (SELECT v FROM t) THEN v END AS v, sum(n)::BIGINT "
         "FROM g GROUP BY 1, 2 ORDER BY 1, 3 DESC"
+    )
+
+
+def top_counts_sql(counts: str) -> str:
+    """The top rows `(f, v, n)` of each field `f` (an index) from partial counts:
+    `counts` selects `f`, `v` (never null) and `n` (negative to subtract); one parameter after its own
+    (how many per field). Ties rank by value, as in `top_many_sql`."""
+    return (
+        f"SELECT f, v, sum(n)::BIGINT AS n FROM ({counts}) GROUP BY 1, 2 HAVING sum(n) > 0 "  # noqa: S608
+        "QUALIFY row_number() OVER (PARTITION BY f ORDER BY sum(n) DESC, v) <= ? "
+        "ORDER BY f, n DESC, v"
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lightsoc import schema
-from lightsoc.store import compaction, events_agg
+from lightsoc.store import compaction, events_agg, rollups
 from lightsoc.store.base import (
     Checkpoint,
     EventStore,
@@ -56,6 +58,9 @@ _DUCK_TYPES = {
 # Queries larger than this spill to disk in the data directory.
 DEFAULT_MEMORY_LIMIT = "256MB"
 
+#: segments read by a search's first step (then 4x as many, and so on)
+SEARCH_FIRST_SEGMENTS = 8
+
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,8 @@ MIGRATIONS: list[str] = [
     """CREATE TABLE IF NOT EXISTS lightsoc_sources (
         source VARCHAR PRIMARY KEY, type VARCHAR, received BIGINT, events BIGINT,
         parse_failures BIGINT, dropped BIGINT, bytes BIGINT, last_seen TIMESTAMPTZ)""",
+    # v2: per-segment rollups of the dashboard's aggregations (rollups.py)
+    *rollups.MIGRATIONS,
 ]
 
 
@@ -136,6 +143,18 @@ class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
         cur = self._con.cursor()
         cur.execute("SET TimeZone='UTC'")
         return cur
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor in a read transaction: the segment list and the rollups it reads
+        are of one commit, even while compaction swaps segments."""
+        cur = self._cur()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            yield cur
+        finally:
+            cur.execute("ROLLBACK")
+            cur.close()
 
     # -- writes ----------------------------------------------------------
     def append(
@@ -299,26 +318,32 @@ class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
         """
         order = "asc" if order == "asc" else "desc"
         segments = self._segments(time_range, order)
-        take = 8
+        if len(segments) <= SEARCH_FIRST_SEGMENTS:  # one step: let DuckDB skip `offset`
+            files = [f for f, _, _ in segments]
+            return self._search_files(query, time_range, fields, limit, order, files, offset)
+        # Each step reads only segments not read yet and keeps the best `need` rows
+        # so far; the sort keys ride along to merge the steps and find the edge.
+        need = int(offset) + int(limit)
+        wanted = list(fields) if fields else None
+        if wanted is not None:
+            wanted += [k for k in ("@timestamp", "event.id") if k not in wanted]
+        best: pa.Table | None = None
+        done, take = 0, SEARCH_FIRST_SEGMENTS
         while True:
-            files = [f for f, _, _ in segments[:take]]
-            table = self._search_files(query, time_range, fields, limit, order, files, offset)
-            if take >= len(segments) or table.num_rows < limit:
-                if take >= len(segments):
-                    return table
-                take *= 4
-                continue
-            if fields and "@timestamp" not in fields:
-                table_ts = self._search_files(
-                    query, time_range, ["@timestamp"], limit, order, files, offset
-                )
-            else:
-                table_ts = table
-            edge = table_ts.column("@timestamp")[-1].as_py()
-            nxt = segments[take]
-            if (order == "desc" and edge > nxt[2]) or (order == "asc" and edge < nxt[1]):
-                return table
+            files = [f for f, _, _ in segments[done:take]]
+            part = self._search_files(query, time_range, wanted, need, order, files)
+            best = part if best is None else _top_rows(pa.concat_tables([best, part]), order, need)
+            done = min(take, len(segments))
+            if done >= len(segments):
+                break
+            if best.num_rows >= need:
+                edge = best.column("@timestamp")[need - 1].as_py()
+                _, nxt_min, nxt_max = segments[done]
+                if (order == "desc" and edge > nxt_max) or (order == "asc" and edge < nxt_min):
+                    break
             take *= 4
+        table = best.slice(int(offset), int(limit))
+        return table.select(list(range(len(fields)))) if fields else table  # as asked
 
     def _search_sql(
         self,
@@ -381,10 +406,21 @@ class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
         )
         return self._cur().sql(sql, params=params).to_arrow_table()
 
-    def count(self, query: str = "", time_range: TimeRange | None = None) -> int:
-        if not query.strip() and time_range is None:
-            return self._total()
-        sql, params = self._select("count(*)", query, time_range)
+    def count(
+        self, query: str = "", time_range: TimeRange | None = None, limit: int | None = None
+    ) -> int:
+        """Matching events; with `limit`, min(count, limit): the scan stops at `limit`."""
+        whole = time_range is None or (time_range.start is None and time_range.end is None)
+        if not query.strip() and whole:
+            total = self._total()
+            return total if limit is None else min(total, int(limit))
+        if limit is None:
+            sql, params = self._select("count(*)", query, time_range)
+        else:  # LIMIT without ORDER BY: DuckDB stops reading once it has `limit` rows
+            inner, params = self._select(
+                "1", query, time_range, "LIMIT ?", tail_params=[int(limit)]
+            )
+            sql = f"SELECT count(*) FROM ({inner})"  # noqa: S608 - our own SQL
         return int(self._cur().execute(sql, params).fetchone()[0])
 
     def _total(self) -> int:
@@ -431,6 +467,10 @@ class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
     ) -> list[tuple[datetime, Any, int]]:
         """Counts per (time bucket, value of `field`) for its `limit` most common
         values; other values and events without one are counted under None."""
+        if not query.strip() and rollups.covers_histogram(int(interval_seconds), field):
+            with self._snapshot() as cur:
+                plan = rollups.plan(cur, self.files, time_range)
+                return rollups.histogram_by(cur, plan, int(interval_seconds), time_range, limit)
         inner, params = self._select(
             f'time_bucket(to_seconds(?), "@timestamp") AS b, {_field(field)} AS v',
             query,
@@ -452,6 +492,10 @@ class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
         names = list(dict.fromkeys(fields))
         if not names:
             return {}
+        if not query.strip() and rollups.covers_top(names):
+            with self._snapshot() as cur:
+                plan = rollups.plan(cur, self.files, time_range)
+                return rollups.top_many(cur, plan, names, time_range, int(n))
         cols = [_field(f) for f in names]
         inner, params = self._select(
             events_agg.top_many_what(cols), query, time_range, events_agg.top_many_tail(cols)
@@ -502,6 +546,15 @@ class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
             .execute("SELECT * FROM lightsoc_sources ORDER BY source")
             .fetchall()
         ]
+
+
+def _top_rows(table: pa.Table, order: str, n: int) -> pa.Table:
+    """The first `n` rows in search order (as the SQL's ORDER BY: nulls last)."""
+    keys = [
+        ("@timestamp", "descending" if order == "desc" else "ascending", "at_end"),
+        ("event.id", "ascending", "at_end"),
+    ]
+    return table.take(pc.sort_indices(table, sort_keys=keys)[:n])
 
 
 def _batches(

@@ -29,18 +29,78 @@ class EntityQueries:
         order: str = "asc",
         datasets: Sequence[str] | None = None,
     ) -> pa.Table:
-        """Every event whose entity fields hold `entity`, oldest first (or newest)."""
-        src, src_params = self._events(time_range)
+        """Every event whose entity fields hold `entity`, oldest first (or newest).
+
+        Segments are read in that order a few at a time (`_segments`), each
+        batch's first `limit` matches merged with the ones so far; once `limit`
+        are found and no remaining segment can hold an earlier (later) event,
+        the rest are never read. Only the keys of the matches are read then
+        (file, row, time, offset): the filter is an OR over several columns,
+        which DuckDB cannot push into the Parquet scan, so selecting the wanted
+        columns there would decode them for every row. The `limit` chosen rows
+        are then fetched by their row numbers.
+        """
         where, params = _entity_where(entity, time_range)
         if datasets is not None:
             where += " AND coalesce(\"event.dataset\", 'unknown') IN (SELECT unnest(?))"
             params.append(list(datasets))
-        direction = "DESC" if order == "desc" else "ASC"
+        desc = order == "desc"
+        direction = "DESC" if desc else "ASC"
+        segments = self._segments(time_range, "desc" if desc else "asc")
+        sort = [(k, "descending" if desc else "ascending") for k in _TIMELINE_KEYS]
+        found: pa.Table | None = None
+        done, take = 0, _TIMELINE_FIRST
+        while done < len(segments):
+            files = [f for f, _, _ in segments[done : done + take]]
+            sql = (
+                f'SELECT "@timestamp", "log.offset", filename, file_row_number '  # noqa: S608
+                f"FROM {_KEYED_EVENTS} AS events WHERE {where} "
+                f'ORDER BY "@timestamp" {direction}, "log.offset" {direction} LIMIT ?'
+            )
+            batch = self._cur().sql(sql, params=[files, *params, int(limit)]).to_arrow_table()
+            # A stable sort keeps each batch's own order among full ties, as one query would.
+            found = batch if found is None else pa.concat_tables([found, batch]).sort_by(sort)
+            found = found.slice(0, limit)
+            done += len(files)
+            if done < len(segments) and _timeline_complete(found, limit, segments[done], desc):
+                break
+            take *= 2
+        return self._rows_at(found, fields)
+
+    def _rows_at(self, keys: pa.Table | None, fields: Sequence[str] | None) -> pa.Table:
+        """The events at `keys` (filename, file_row_number), in that order, only `fields`."""
+        what = _select_list(fields) if fields else "* EXCLUDE (filename, file_row_number)"
+        if keys is None or keys.num_rows == 0:
+            sql = f"SELECT {_select_list(fields)} FROM events_template WHERE FALSE"  # noqa: S608
+            return self._cur().sql(sql).to_arrow_table()
+        names = keys.column("filename").to_pylist()
+        numbers = keys.column("file_row_number").to_pylist()
+        files = sorted(set(names))
+        stamps = sorted({t for t in keys.column("@timestamp").to_pylist() if t is not None})
+        # One-column filters DuckDB pushes into the scan; the times skip row groups
+        # (files are written in time order). A row of another key's file, number
+        # or time is dropped below.
         sql = (
-            f"SELECT {_select_list(fields)} FROM {src} AS events "  # noqa: S608
-            f'WHERE {where} ORDER BY "@timestamp" {direction}, "log.offset" {direction} LIMIT ?'
+            f"SELECT {what}, filename, file_row_number FROM {_KEYED_EVENTS} AS events "  # noqa: S608
+            "WHERE filename = ANY(?) AND file_row_number = ANY(?)"
         )
-        return self._cur().sql(sql, params=[*src_params, *params, int(limit)]).to_arrow_table()
+        params: list[Any] = [files, files, sorted(set(numbers))]
+        if keys.column("@timestamp").null_count == 0:
+            sql += ' AND "@timestamp" = ANY(?)'
+            params.append(stamps)
+        table = self._cur().sql(sql, params=params).to_arrow_table()
+        at = {
+            key: i
+            for i, key in enumerate(
+                zip(
+                    table.column("filename").to_pylist(),
+                    table.column("file_row_number").to_pylist(),
+                    strict=True,
+                )
+            )
+        }
+        picked = table.take([at[key] for key in zip(names, numbers, strict=True)])
+        return picked.drop_columns(["filename", "file_row_number"])
 
     def events_by_id(
         self,
@@ -116,6 +176,29 @@ class EntityQueries:
             }
             for r in rows
         ]
+
+
+#: the timeline's order, the same both ways (ties on the time by the offset in the log)
+_TIMELINE_KEYS = ("@timestamp", "log.offset")
+#: segments read by the timeline's first query; each next one reads twice as many
+_TIMELINE_FIRST = 1
+#: the events of the segment files `?` (as `_events`), with each row's file and number
+_KEYED_EVENTS = (
+    "(SELECT * FROM events_template UNION ALL BY NAME "
+    "SELECT * FROM read_parquet(?, union_by_name=true, filename=true, file_row_number=true))"
+)
+
+
+def _timeline_complete(found: pa.Table, limit: int, nxt: tuple[Any, Any, Any], desc: bool) -> bool:
+    """Whether `found` is final: `limit` rows, and the next segment (so every
+    later one, in `_segments` order) only holds events after its last (before)."""
+    if found.num_rows < limit:
+        return False
+    edge = found.column("@timestamp")[-1].as_py()
+    bound = nxt[2] if desc else nxt[1]
+    if edge is None or bound is None:
+        return False
+    return edge > bound if desc else edge < bound
 
 
 _GEO = {

@@ -212,14 +212,48 @@ def _ipv4_between(expr: Compiled, lo: int | None, hi: int | None) -> Compiled:
     return _c("(", valid, " AND ", num, op, _p(bound), ")")
 
 
+def _octet_texts(octet: int) -> list[str]:
+    """Every text `_OCTET` reads as this value: 0-9 may also carry one leading zero."""
+    return [str(octet), f"0{octet}"] if octet < 10 else [str(octet)]
+
+
+def _prefix_texts(octets: tuple[int, ...]) -> list[str]:
+    """Every dotted text of these leading octets that `_IPV4_RE` accepts."""
+    texts = [""]
+    for octet in octets:
+        texts = [f"{t}{o}." for t in texts for o in _octet_texts(octet)]
+    return texts
+
+
 def _cidr(expr: Compiled, v: Value, col: Col) -> Compiled:
+    """Dotted IPv4 text inside a network.
+
+    Whole octets of the prefix compare as text (`starts_with`, cheap), so the
+    costly exact check only runs on the few candidate rows; this matches exactly
+    what `_ipv4_between` alone would (leading-zero octets included).
+    """
     try:
         net = ipaddress.ip_network(v.text, strict=False)
     except ValueError:
         raise QueryError(f"invalid CIDR '{v.text}' at position {v.pos}") from None
     if net.version != 4:
         raise QueryError(f"IPv6 CIDR not supported yet ('{v.text}' at position {v.pos})")
-    return _ipv4_between(expr, int(net.network_address), int(net.broadcast_address))
+    lo, hi = int(net.network_address), int(net.broadcast_address)
+    whole = net.prefixlen // 8
+    if whole == 0:  # /0 to /7: no whole octet to filter on
+        return _ipv4_between(expr, lo, hi)
+    octets = tuple(net.network_address.packed[:whole])
+    if whole == 4:  # /32: the address itself, in each spelling the exact check accepts
+        texts = [t[:-1] for t in _prefix_texts(octets)]
+        items: list[str | Compiled] = [x for t in texts for x in (", ", _p(t))][1:]
+        return _c("(", expr, " IN (", *items, "))")
+    prefixes = _prefix_texts(octets)
+    starts = _join([_c("starts_with(", expr, ", ", _p(t), ")") for t in prefixes], " OR ")
+    if net.prefixlen % 8:
+        exact = _ipv4_between(expr, lo, hi)
+    else:  # the prefix fixes the value; the rest only has to be valid IPv4
+        exact = _c("regexp_full_match(", expr, f", '{_IPV4_RE}')")
+    return _c("(", starts, " AND ", exact, ")")
 
 
 def _ipv4(v: Value, col: Col) -> int:

@@ -19,7 +19,7 @@ from lightsoc.alerts.store import MAX_LIST, AlertNotFoundError, TransitionError
 from lightsoc.output import event_rows
 from lightsoc.store.base import TimeRange
 from lightsoc.timeutil import parse_duration, since_range
-from lightsoc.web.security import Principal
+from lightsoc.web.security import Principal, RowId
 
 if TYPE_CHECKING:
     from lightsoc.web.context import WebContext
@@ -42,7 +42,7 @@ class StatusChange(BaseModel):
 class BulkChange(BaseModel):
     """Body of POST /alerts/bulk: one status and/or assignee for up to 1000 alerts."""
 
-    ids: list[int] = Field(min_length=1, max_length=MAX_BULK)
+    ids: list[RowId] = Field(min_length=1, max_length=MAX_BULK)
     status: Status | None = None
     assignee: str | None = Field(default=None, max_length=200)
     unassign: bool = False
@@ -120,7 +120,7 @@ def create_alerts_router(ctx: "WebContext") -> APIRouter:
         return {"total": store.count(**filters), "alerts": [a.as_dict() for a in alerts]}
 
     @router.get("/alerts/{alert_id}")
-    def get_alert(alert_id: int, _auth: Reader) -> dict[str, Any]:
+    def get_alert(alert_id: RowId, _auth: Reader) -> dict[str, Any]:
         """One alert with its triage history."""
         try:
             alert = store.get(alert_id)
@@ -129,7 +129,7 @@ def create_alerts_router(ctx: "WebContext") -> APIRouter:
         return {**alert.as_dict(), "history": [h.as_dict() for h in store.history(alert_id)]}
 
     @router.post("/alerts/{alert_id}/status")
-    def change_alert(alert_id: int, change: StatusChange, auth: Writer) -> dict[str, Any]:
+    def change_alert(alert_id: RowId, change: StatusChange, auth: Writer) -> dict[str, Any]:
         """Acknowledge, close, mark false positive, reopen and/or (un)assign."""
         if change.status is None and change.assignee is None and not change.unassign:
             raise HTTPException(400, "nothing to change: give a status, an assignee or unassign")
@@ -155,7 +155,7 @@ def create_alerts_router(ctx: "WebContext") -> APIRouter:
         return {**alert.as_dict(), "history": [h.as_dict() for h in store.history(alert_id)]}
 
     @router.get("/alerts/{alert_id}/events")
-    def get_alert_events(alert_id: int, _auth: Reader) -> dict[str, Any]:
+    def get_alert_events(alert_id: RowId, _auth: Reader) -> dict[str, Any]:
         """The alert's sample events (the ids it keeps), oldest first."""
         try:
             alert = store.get(alert_id)

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from lightsoc import __version__, schema
 from lightsoc.client import merged_stats
@@ -25,11 +26,13 @@ from lightsoc.timeutil import since_range
 from lightsoc.web.security import Principal, client_ip
 
 if TYPE_CHECKING:
+    from lightsoc.store.base import EventStore
     from lightsoc.web.context import WebContext
 
 MAX_LIMIT = 10_000
 MAX_OFFSET = 100_000  # deeper pages: narrow the query or export
 EXPORT_MAX_ROWS = 100_000
+TOTAL_CAP = 10_000  # a search's total is exact up to this many events, then "10,000+"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -66,6 +69,31 @@ def export_ndjson(batches: Iterator[pa.RecordBatch]) -> Iterator[str]:
     for batch in batches:
         rows = event_rows(pa.Table.from_batches([batch]))
         yield "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def search_total(
+    events: "EventStore", q: str, tr: TimeRange, rows: int, limit: int, offset: int
+) -> tuple[int, bool]:
+    """The total of a search page that holds `rows` events, and whether it is capped.
+
+    A short page already tells the total (no second scan); otherwise the count
+    stops at TOTAL_CAP (`total` is then a lower bound and `capped` is true).
+    """
+    if rows < limit and (rows > 0 or offset == 0):
+        return offset + rows, False
+    n = events.count(q, tr, limit=TOTAL_CAP + 1)
+    if n > TOTAL_CAP:
+        return max(TOTAL_CAP, offset + rows), True
+    return n, False
+
+
+def json_response(data: Any) -> Response:  # noqa: ANN401 - any JSON-ready value
+    """`data` (JSON-ready: `event_rows`/`jsonable` values) as orjson bytes.
+
+    Returned as is, large answers skip FastAPI's `jsonable_encoder`, which walks
+    every value of every event again (longer than the query for a big timeline).
+    """
+    return Response(orjson.dumps(data), media_type="application/json")
 
 
 def create_api_router(ctx: "WebContext", openapi: Callable[[], dict[str, Any]]) -> APIRouter:
@@ -123,10 +151,18 @@ def create_api_router(ctx: "WebContext", openapi: Callable[[], dict[str, Any]]) 
         fields: str | None = None,
         order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         tr = time_range(since, until)
         table = events.search(q, tr, field_list(fields), limit, order, offset)
-        return {"total": events.count(q, tr), "offset": offset, "events": event_rows(table)}
+        total, capped = search_total(events, q, tr, table.num_rows, limit, offset)
+        return json_response(
+            {
+                "total": total,
+                "total_capped": capped,
+                "offset": offset,
+                "events": event_rows(table),
+            }
+        )
 
     @router.get("/search/export")
     def search_export(
@@ -163,9 +199,9 @@ def create_api_router(ctx: "WebContext", openapi: Callable[[], dict[str, Any]]) 
         _auth: Auth,
         since: str = "7d",
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
-    ) -> dict[str, Any]:
+    ) -> Response:
         table = events.timeline(entity, time_range(since), limit)
-        return {"entity": entity, "events": event_rows(table)}
+        return json_response({"entity": entity, "events": event_rows(table)})
 
     @router.get("/aggregate/top")
     def top(

@@ -37,7 +37,7 @@ from lightsoc.cases.store import (
 )
 from lightsoc.output import event_rows
 from lightsoc.store.base import TimeRange
-from lightsoc.web.security import Principal
+from lightsoc.web.security import Principal, RowId
 
 if TYPE_CHECKING:
     from lightsoc.web.context import WebContext
@@ -55,7 +55,7 @@ _MARGIN = timedelta(minutes=5)
 class CaseCreate(BaseModel):
     title: str = Field(min_length=1, max_length=TITLE_MAX)
     severity: Severity = "medium"
-    alert_ids: list[int] = Field(default_factory=list, max_length=MAX_IDS)
+    alert_ids: list[RowId] = Field(default_factory=list, max_length=MAX_IDS)
     entity: str | None = Field(default=None, max_length=300)
     entity_type: EntityKind | None = None
     owner: str | None = Field(default=None, max_length=200)
@@ -73,7 +73,7 @@ class CaseUpdate(BaseModel):
 
 
 class AlertLinks(BaseModel):
-    alert_ids: list[int] = Field(min_length=1, max_length=MAX_IDS)
+    alert_ids: list[RowId] = Field(min_length=1, max_length=MAX_IDS)
 
 
 class EventLinks(BaseModel):
@@ -339,44 +339,44 @@ def create_cases_api(ctx: "WebContext", actions: CaseActions) -> APIRouter:
         return actions.detail(actions.create(body, auth).id)
 
     @router.get("/{case_id}")
-    def get_case(case_id: int, _auth: Reader) -> dict[str, Any]:
+    def get_case(case_id: RowId, _auth: Reader) -> dict[str, Any]:
         """The case with linked alerts, events, entities, comments and the storyboard."""
         return actions.detail(case_id)
 
     @router.patch("/{case_id}")
-    def update_case(case_id: int, body: CaseUpdate, auth: Writer) -> dict[str, Any]:
+    def update_case(case_id: RowId, body: CaseUpdate, auth: Writer) -> dict[str, Any]:
         actions.update(case_id, body, auth)
         return actions.detail(case_id)
 
     @router.post("/{case_id}/alerts")
-    def link_alerts(case_id: int, body: AlertLinks, auth: Writer) -> dict[str, Any]:
+    def link_alerts(case_id: RowId, body: AlertLinks, auth: Writer) -> dict[str, Any]:
         linked = actions.add_alerts(case_id, body.alert_ids, auth)
         return {"linked": linked, "case": actions.detail(case_id)}
 
     @router.delete("/{case_id}/alerts/{alert_id}")
-    def unlink_alert(case_id: int, alert_id: int, auth: Writer) -> dict[str, Any]:
+    def unlink_alert(case_id: RowId, alert_id: RowId, auth: Writer) -> dict[str, Any]:
         actions.remove_alert(case_id, alert_id, auth)
         return actions.detail(case_id)
 
     @router.post("/{case_id}/events")
-    def link_events(case_id: int, body: EventLinks, auth: Writer) -> dict[str, Any]:
+    def link_events(case_id: RowId, body: EventLinks, auth: Writer) -> dict[str, Any]:
         added = actions.add_events(case_id, body.event_ids, auth)
         return {"added": added, "case": actions.detail(case_id)}
 
     @router.delete("/{case_id}/events/{event_id}")
     def unlink_event(
-        case_id: int, event_id: Annotated[str, Path(max_length=200)], auth: Writer
+        case_id: RowId, event_id: Annotated[str, Path(max_length=200)], auth: Writer
     ) -> dict[str, Any]:
         actions.remove_event(case_id, event_id, auth)
         return actions.detail(case_id)
 
     @router.post("/{case_id}/entities")
-    def add_entities(case_id: int, body: EntityLinks, auth: Writer) -> dict[str, Any]:
+    def add_entities(case_id: RowId, body: EntityLinks, auth: Writer) -> dict[str, Any]:
         pairs = [(e.kind, e.value.strip()) for e in body.entities]
         return {"added": actions.add_entities(case_id, pairs, auth)}
 
     @router.post("/{case_id}/comments", status_code=201)
-    def add_comment(case_id: int, body: CommentIn, auth: Writer) -> dict[str, Any]:
+    def add_comment(case_id: RowId, body: CommentIn, auth: Writer) -> dict[str, Any]:
         return actions.comment(case_id, body.body, auth)
 
     return router

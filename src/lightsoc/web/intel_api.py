@@ -25,7 +25,7 @@ from lightsoc import schema
 from lightsoc.output import event_rows, jsonable
 from lightsoc.store.state_intel import CONFIDENCES, IntelStore
 from lightsoc.timeutil import since_range
-from lightsoc.web.security import Principal, client_ip
+from lightsoc.web.security import Principal, RowId, client_ip
 
 if TYPE_CHECKING:
     from lightsoc.store.base import EventStore
@@ -328,7 +328,7 @@ def create_intel_api(ctx: "WebContext") -> APIRouter:
         return entry
 
     @r.delete("/allowlist/{entry_id}", status_code=204)
-    def remove_allow(entry_id: int, request: Request, who: Admin) -> Response:
+    def remove_allow(entry_id: RowId, request: Request, who: Admin) -> Response:
         """Stop trusting an entry (by its id)."""
         entry = next((e for e in store.allow_rows() if e["id"] == entry_id), None)
         if entry is None or not store.remove_allow(entry["field"], entry["value"]):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from lightsoc.auth import may_create_token
 from lightsoc.auth.users import MAX_PASSWORD, LastAdminError, UserError
-from lightsoc.web.security import SYSTEM_TOKEN_OWNER, Principal, client_ip
+from lightsoc.web.security import SYSTEM_TOKEN_OWNER, Principal, RowId, client_ip
 
 if TYPE_CHECKING:
     from lightsoc.alerts.outputs.base import Output
@@ -268,7 +268,7 @@ def create_settings_api_router(ctx: "WebContext") -> APIRouter:
         return {**created, "token": token}
 
     @router.delete("/tokens/{token_id}", status_code=204)
-    def revoke_token(request: Request, token_id: int, who: Anyone) -> Response:
+    def revoke_token(request: Request, token_id: RowId, who: Anyone) -> Response:
         """Revoke one of your tokens; an admin any token."""
         owner = None if who.can("admin") else token_owner(ctx, who)
         if owner is None and not who.can("admin"):

@@ -20,7 +20,7 @@ from lightsoc.store.state_alerts import alerts as alerts_table
 from lightsoc.timeutil import since_range
 from lightsoc.web.alerts import alert_events
 from lightsoc.web.context import NavItem, WebContext
-from lightsoc.web.security import Principal
+from lightsoc.web.security import Principal, RowId
 
 NAV = NavItem(30, "/alerts", "Alerts", "viewer")
 
@@ -91,7 +91,7 @@ def router(ctx: WebContext) -> APIRouter:
         )
 
     @r.get("/alerts/{alert_id}")
-    def alert_page(request: Request, alert_id: int, who: Page) -> HTMLResponse:
+    def alert_page(request: Request, alert_id: RowId, who: Page) -> HTMLResponse:
         try:
             alert = ctx.alerts.get(alert_id)
         except AlertNotFoundError as exc:

@@ -22,7 +22,7 @@ from lightsoc.cases import render_markdown
 from lightsoc.cases.store import CASE_STATUSES, COMMENT_MAX, NARRATIVE_MAX, TITLE_MAX
 from lightsoc.web.cases_api import MAX_IDS, CaseActions, CaseCreate, CaseUpdate, create_cases_api
 from lightsoc.web.context import NavItem, WebContext
-from lightsoc.web.security import Principal
+from lightsoc.web.security import Principal, RowId
 
 NAV = NavItem(50, "/cases", "Cases", "viewer")
 PAGE_SIZE = 50
@@ -102,7 +102,7 @@ def router(ctx: WebContext) -> APIRouter:
     def new_case_page(
         request: Request,
         who: Analyst,
-        alert_id: Annotated[list[int] | None, Query(max_length=MAX_IDS)] = None,
+        alert_id: Annotated[list[RowId] | None, Query(max_length=MAX_IDS)] = None,
         entity: Annotated[str, Query(max_length=300)] = "",
     ) -> Response:
         """The create form, prefilled from alert and entity pages' links."""
@@ -162,7 +162,7 @@ def router(ctx: WebContext) -> APIRouter:
         return _back(case.id)
 
     @r.get("/cases/{case_id}")
-    def case_page(request: Request, case_id: int, who: Viewer) -> Response:
+    def case_page(request: Request, case_id: RowId, who: Viewer) -> Response:
         detail = actions.detail(case_id)
         groups: dict[str, list[str]] = {}
         for e in detail["entities"]:
@@ -184,7 +184,7 @@ def router(ctx: WebContext) -> APIRouter:
 
     @r.post("/cases/{case_id}/edit")
     def edit_case(
-        case_id: int,
+        case_id: RowId,
         who: Analyst,
         title: Annotated[str, Form(min_length=1, max_length=TITLE_MAX)],
         severity: Annotated[str, Form(max_length=20)],
@@ -205,7 +205,7 @@ def router(ctx: WebContext) -> APIRouter:
 
     @r.post("/cases/{case_id}/narrative")
     def edit_narrative(
-        case_id: int,
+        case_id: RowId,
         who: Analyst,
         narrative: Annotated[str, Form(max_length=NARRATIVE_MAX)] = "",
     ) -> Response:
@@ -214,7 +214,7 @@ def router(ctx: WebContext) -> APIRouter:
 
     @r.post("/cases/{case_id}/comments")
     def add_comment(
-        case_id: int,
+        case_id: RowId,
         who: Analyst,
         body: Annotated[str, Form(min_length=1, max_length=COMMENT_MAX)],
     ) -> Response:
@@ -223,7 +223,7 @@ def router(ctx: WebContext) -> APIRouter:
 
     @r.post("/cases/{case_id}/alerts")
     def link_alerts(
-        case_id: int, who: Analyst, alert_ids: Annotated[str, Form(max_length=2000)]
+        case_id: RowId, who: Analyst, alert_ids: Annotated[str, Form(max_length=2000)]
     ) -> Response:
         ids = _alert_ids(alert_ids)
         if ids:
@@ -231,13 +231,13 @@ def router(ctx: WebContext) -> APIRouter:
         return _back(case_id, "#storyboard")
 
     @r.post("/cases/{case_id}/alerts/{alert_id}/unlink")
-    def unlink_alert(case_id: int, alert_id: int, who: Analyst) -> Response:
+    def unlink_alert(case_id: RowId, alert_id: RowId, who: Analyst) -> Response:
         actions.remove_alert(case_id, alert_id, who)
         return _back(case_id, "#storyboard")
 
     @r.post("/cases/{case_id}/events/unlink")
     def unlink_event(
-        case_id: int, who: Analyst, event_id: Annotated[str, Form(min_length=1, max_length=200)]
+        case_id: RowId, who: Analyst, event_id: Annotated[str, Form(min_length=1, max_length=200)]
     ) -> Response:
         actions.remove_event(case_id, event_id, who)
         return _back(case_id, "#storyboard")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from lightsoc.store.state_connects import MAX_LIST, ConnectsStore, as_result_row
 from lightsoc.store.state_feedback import ANY, RECORD_TYPES, FeedbackStore
 from lightsoc.web.context import NavItem, WebContext
-from lightsoc.web.security import Principal, client_ip
+from lightsoc.web.security import Principal, RowId, client_ip
 
 NAV = NavItem(80, "/connects", "Suspicious connects", "viewer")
 PAGE_SIZE = 50
@@ -144,7 +144,7 @@ def router(ctx: WebContext) -> APIRouter:
     def rate(
         request: Request,
         record_type: RecordType,
-        row_id: int,
+        row_id: RowId,
         body: RatingBody,
         auth: Writer,
     ) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def router(ctx: WebContext) -> APIRouter:
         return {"total": total, "ratings": rows}
 
     @r.delete("/api/v1/connects/ratings/{rating_id}", status_code=204)
-    def delete_rating(request: Request, rating_id: int, auth: Writer) -> Response:
+    def delete_rating(request: Request, rating_id: RowId, auth: Writer) -> Response:
         """Withdraw a rating (the next training no longer replicates it)."""
         if not feedback.delete_rating(rating_id):
             raise HTTPException(404, f"no rating {rating_id}")

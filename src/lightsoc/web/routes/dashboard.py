@@ -2,11 +2,15 @@
 top talkers, sources health; `GET /api/v1/dashboard` gives all of it in one call.
 
 The aggregation runs in the stores: one DuckDB query for every dataset's
-series, one for every top-N list, one SQL query for the alerts. The page's
-script fetches the API again every 30 s while the tab is visible.
+series, one for every top-N list (both mostly from per-segment rollups, see
+`lightsoc.store.rollups`), one SQL query for the alerts. The page's script
+fetches the API again every 30 s while the tab is visible; the answer for a
+range is kept `CACHE_SECONDS`, so open browsers share one computation.
 """
 
 # No `from __future__ import annotations`: FastAPI evaluates the route signatures.
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -37,6 +41,9 @@ OTHER = "other"
 STEPS = [60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400]
 MAX_BUCKETS = 100
 RANGES = ["15m", "1h", "24h", "7d", "30d", "all"]
+#: how long an answer is reused for the same `since` (the page polls every 30 s)
+CACHE_SECONDS = 10.0
+CACHE_KEYS = 32  # distinct `since` values kept at most
 
 
 def interval_for(seconds: float | None) -> int:
@@ -77,6 +84,28 @@ class Dashboard:
         self.ctx = ctx
         self.rates = Rates()
         self.events_per_second()  # first sample at start-up
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def cached(self, since: str) -> dict[str, Any]:
+        """`data(since)`, reused for `CACHE_SECONDS`; concurrent requests for the same
+        range wait for one computation instead of each scanning the store."""
+        with self._guard:
+            lock = self._locks.setdefault(since, threading.Lock())
+        with lock:
+            hit = self._cache.get(since)
+            if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+                return hit[1]
+            answer = self.data(since)  # a bad `since` raises before anything is kept
+            with self._guard:
+                now = time.monotonic()
+                self._cache = {k: v for k, v in self._cache.items() if now - v[0] < CACHE_SECONDS}
+                if len(self._cache) < CACHE_KEYS:
+                    self._cache[since] = (now, answer)
+                if len(self._locks) > CACHE_KEYS:
+                    self._locks = {k: v for k, v in self._locks.items() if k in self._cache}
+            return answer
 
     def events_per_second(self) -> float | None:
         live = self.ctx.live_metrics() if self.ctx.live_metrics else None
@@ -160,8 +189,9 @@ def router(ctx: WebContext) -> APIRouter:
 
     @r.get("/api/v1/dashboard", tags=["dashboard"])
     def api_dashboard(_auth: Auth, since: str = "24h") -> dict[str, Any]:
-        """Everything the dashboard shows for the range, in one call."""
-        return board.data(since)
+        """Everything the dashboard shows for the range, in one call (at most
+        `CACHE_SECONDS` old)."""
+        return board.cached(since)
 
     @r.get("/", include_in_schema=False)
     def dashboard_page(

@@ -22,6 +22,7 @@ from lightsoc.alerts.store import MAX_LIST
 from lightsoc.output import jsonable
 from lightsoc.store.base import EntitySummary, TimeRange
 from lightsoc.timeutil import since_range
+from lightsoc.web.api import json_response
 from lightsoc.web.context import WebContext
 from lightsoc.web.security import Principal
 
@@ -200,16 +201,16 @@ def router(ctx: WebContext) -> APIRouter:
             str | None, Query(max_length=4000, description="comma-separated; 'alerts' too")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_TIMELINE)] = 100,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Events and alerts of the entity, newest first; page on with `until=next_until`."""
         value = _check_value(value)
         chosen = None if datasets is None else [d for d in datasets.split(",") if d]
-        return timeline_page(ctx, value, _time_range(since, until), chosen, limit)
+        return json_response(timeline_page(ctx, value, _time_range(since, until), chosen, limit))
 
     @r.get("/api/v1/entities/{value:path}")
-    def entity_summary(value: str, _auth: Reader, since: str = "7d") -> dict[str, Any]:
+    def entity_summary(value: str, _auth: Reader, since: str = "7d") -> Response:
         """Kind, first/last seen, counts per dataset, enrichment, intel hits, score, alerts."""
-        return entity_data(ctx, _check_value(value), since)
+        return json_response(entity_data(ctx, _check_value(value), since))
 
     @r.get("/entity", include_in_schema=False)
     def entity_search(who: Page, q: str = "") -> Response:

@@ -24,7 +24,7 @@ from lightsoc.store.query import QueryError, compile_query
 from lightsoc.store.state_searches import SavedSearches, SavedSearchLimitError
 from lightsoc.timeutil import parse_duration
 from lightsoc.web.context import NavItem, WebContext
-from lightsoc.web.security import Principal, client_ip
+from lightsoc.web.security import Principal, RowId, client_ip
 
 NAV = NavItem(20, "/search", "Search", "viewer")
 
@@ -197,7 +197,7 @@ def router(ctx: WebContext) -> APIRouter:
         return item.as_dict() | {"can_delete": True}
 
     @r.delete("/api/v1/saved-searches/{search_id}", status_code=204)
-    def delete_saved(search_id: int, request: Request, who: Auth) -> Response:
+    def delete_saved(search_id: RowId, request: Request, who: Auth) -> Response:
         """Delete a saved search: its owner or an admin."""
         item = saved.get(search_id)
         if item is None or (item.owner != who.name and not item.shared and not who.can("admin")):

@@ -133,12 +133,14 @@
       total = data.total;
       for (const ev of data.events) tbody.appendChild(row(ev));
       offset += data.events.length;
-      ls.text(countEl, fmt(d.lMatches, { n: total.toLocaleString() }));
+      // A capped total is a lower bound: shown as "10,000+", paging goes on.
+      const shownTotal = total.toLocaleString() + (data.total_capped ? "+" : "");
+      ls.text(countEl, fmt(d.lMatches, { n: shownTotal }));
       ls.text(
         status,
-        total === 0 ? d.lNone : fmt(d.lShowing, { shown: offset, total: total.toLocaleString() })
+        total === 0 ? d.lNone : fmt(d.lShowing, { shown: offset, total: shownTotal })
       );
-      moreBtn.hidden = offset >= total || data.events.length === 0;
+      moreBtn.hidden = data.events.length === 0 || (!data.total_capped && offset >= total);
     } catch (err) {
       ls.text(status, "");
       showError(err.message);

@@ -159,12 +159,13 @@ def serve(
         stores.state.revoke_tokens(CLI_TOKEN_NAME)
         cli_token = stores.state.create_token(CLI_TOKEN_NAME, "read")
         url = f"http://{_connect_host(host)}:{sock.getsockname()[1]}"
-        threading.Thread(
+        maintenance = threading.Thread(
             target=_maintenance_loop,
             args=(stores, config.store.retention_days, stop_retention),
             name="maintenance",
             daemon=True,
-        ).start()
+        )
+        maintenance.start()
         # correlation rules on a schedule, over this process's own store connection
         scheduler = start_correlation_scheduler(config, data_dir, stores, stop_retention)
         pipeline.start()
@@ -180,6 +181,9 @@ def serve(
         finally:
             stop_retention.set()
             scheduler.join(30)  # a run in progress finishes before the stores close
+            # so does a compaction or rollup step (DuckDB aborts the process when a
+            # connection is closed under a running query)
+            maintenance.join(60)
             for listener in extra:  # they finish their requests (answered after commit)
                 listener.stop()
             say("stopping: finishing reads and committing ...")

@@ -143,7 +143,7 @@ def test_the_valid_token_opens_every_endpoint(api: Api) -> None:
         # missing body is the endpoint's own answer (4xx), not a refusal or a crash
         assert resp.status_code not in (401, 403), (method, path, resp.text)
         assert resp.status_code < 500, (method, path, resp.text)
-        if method == "GET" and "{" not in path and "export" not in path:
+        if method == "GET" and "10.0.0.1" not in path and "export" not in path:
             assert resp.status_code == 200, (method, path, resp.text)
 
 

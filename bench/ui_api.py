@@ -542,10 +542,15 @@ def measure_api(client: httpx.Client, runs: int) -> dict[str, Any]:
     busy = BUSY_IPS[0]
     out: dict[str, Any] = {}
     first, board = timed(lambda: _get(client, "/api/v1/dashboard", since="24h"))
+    # The server keeps a dashboard answer for 10 s per range spelling: each timed run
+    # asks for a range it has not answered (1441m, 1442m, ...: the same day, a minute
+    # more each), so every run computes; the cached answer is reported beside them.
+    spellings = iter(f"{24 * 60 + i}m" for i in range(1, runs + 1))
     out["dashboard"] = {
         "first_call": round(first, 4),
+        "cached_call": round(timed(lambda: _get(client, "/api/v1/dashboard", since="24h"))[0], 4),
         "total_events": board["total_events"],
-        **_stats(repeat(lambda: _get(client, "/api/v1/dashboard", since="24h"), runs)),
+        **_stats(repeat(lambda: _get(client, "/api/v1/dashboard", since=next(spellings)), runs)),
     }
     searches = []
     _get(client, "/api/v1/search", q="user.name:warmup", since="24h", limit=100)
@@ -555,7 +560,14 @@ def measure_api(client: httpx.Client, runs: int) -> dict[str, Any]:
             lambda q=q: _get(client, "/api/v1/search", q=q, since="24h", limit=100)
         )
         searches.append(
-            {"q": q, "seconds": round(seconds, 4), "total": body["total"], "at": at.isoformat()}
+            {
+                "q": q,
+                "seconds": round(seconds, 4),
+                "total": body["total"],
+                # past its cap the API's total is a lower bound ("10,000+")
+                "capped": bool(body.get("total_capped")),
+                "at": at.isoformat(),
+            }
         )
     times = [s["seconds"] for s in searches]
     out["search"] = {
@@ -633,13 +645,15 @@ def run(out: Path, events: int = DEFAULT_EVENTS, runs: int = RUNS) -> dict[str, 
     finally:
         server.stop()
     result["direct"] = measure_direct(data_dir, runs, result["api"]["search"]["each"])
-    api_totals = {s["q"]: s["total"] for s in result["api"]["search"]["each"]}
+    api_totals = {
+        s["q"]: s["total"] for s in result["api"]["search"]["each"] if not s.get("capped")
+    }
     # The two windows start a few ms apart (each is "now - 24h" at its request),
     # so an event or two at the edge may differ; more than that is a disagreement.
     result["count_mismatches"] = [
         {"q": s["q"], "api": api_totals[s["q"]], "direct": s["total"]}
         for s in result["direct"]["search"]["each"]
-        if abs(api_totals[s["q"]] - s["total"]) > EDGE_EVENTS
+        if s["q"] in api_totals and abs(api_totals[s["q"]] - s["total"]) > EDGE_EVENTS
     ]
     result["load_average"] = os.getloadavg()[0]
     result["rows"] = rows(result)
@@ -651,7 +665,7 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per measurement: target, API figure, direct-DuckDB figure, ratio, verdict."""
     api, direct = r["api"], r["direct"]
     spec = [
-        ("dashboard", "dashboard (median of runs)", "median", TARGETS["dashboard"]),
+        ("dashboard", "dashboard, uncached (median of runs)", "median", TARGETS["dashboard"]),
         ("dashboard", "dashboard (max)", "max", None),
         ("search", f"search p50 ({api['search']['queries']} queries)", "p50", None),
         ("search", "search p95", "p95", TARGETS["search_p95"]),

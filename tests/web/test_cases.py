@@ -221,5 +221,6 @@ def test_browser_create_case_storyboard_comment_and_narrative(
     assert page.locator(".narrative script").count() == 0
     assert "[x](javascript:alert(1))" in page.locator(".narrative").inner_text()
     assert page.locator("#entities a.chip").count() >= 1
+    page.evaluate("window.scrollTo(0, 0)")  # the storyboard, for the README
     screenshot(page, "case")
     assert errors == []

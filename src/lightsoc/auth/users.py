@@ -104,6 +104,12 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise UserError(f"{what} must be one of {', '.join(allowed)}")
+    return value
+
+
 def check_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
         raise UserError(f"password: at least {MIN_PASSWORD} characters")
@@ -157,10 +163,8 @@ class UserStore:
 
     def add(self, name: str, role: str, password: str, locale: str = "en") -> User:
         check_name(name)
-        if role not in ROLES:
-            raise UserError(f"role must be one of {', '.join(ROLES)}")
-        if locale not in LOCALES:
-            raise UserError(f"locale must be one of {', '.join(LOCALES)}")
+        check_choice("role", role, ROLES)
+        check_choice("locale", locale, LOCALES)
         digest = _hasher.hash(check_password(password))
         now = datetime.now(UTC)
         try:
@@ -195,13 +199,9 @@ class UserStore:
         """Change a user; a new password or disabling ends their sessions."""
         values: dict[str, object] = {}
         if role is not None:
-            if role not in ROLES:
-                raise UserError(f"role must be one of {', '.join(ROLES)}")
-            values["role"] = role
+            values["role"] = check_choice("role", role, ROLES)
         if locale is not None:
-            if locale not in LOCALES:
-                raise UserError(f"locale must be one of {', '.join(LOCALES)}")
-            values["locale"] = locale
+            values["locale"] = check_choice("locale", locale, LOCALES)
         if password is not None:
             values.update(
                 password_hash=_hasher.hash(check_password(password)),

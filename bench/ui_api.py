@@ -1,10 +1,12 @@
 """Web UI / REST API latency with 10M stored events (issue 6 targets).
 
 Targets, measured through the API of a real `lightsoc run` with a read token:
-  dashboard   GET /api/v1/dashboard?since=24h             <= 1 s   (median of 5)
+  dashboard   GET /api/v1/dashboard?since=24h             <= 1 s   (median of 9)
   search      >= 40 field searches, since=24h&limit=100   p95 <= 500 ms
+              with the search page's columns (`fields=`, as the page asks);
+              the same searches for whole events are reported beside them
   timeline    GET /api/v1/timeline/{busiest ip}?limit=1000 and the entity page's
-              GET /api/v1/entities/{ip}/timeline           <= 500 ms (median of 5)
+              GET /api/v1/entities/{ip}/timeline           <= 500 ms (median of 9)
   entity      GET /api/v1/entities/{ip} (summary; shown, no target of its own)
 
 Data: `events` synthetic events (nginx.access, sshd, dns, flows) spread evenly
@@ -48,15 +50,18 @@ import duckdb
 import httpx
 
 from lightsoc.store.rollups import TOP_FIELDS
+from lightsoc.web.routes.search import DEFAULT_FIELDS
 
 LIGHTSOC = Path(sys.executable).with_name("lightsoc")
 DEFAULT_EVENTS = 10_000_000
 CHUNK = 1_000_000
 SPAN = timedelta(hours=24)
 MAX_AGE_SECONDS = 3600
-RUNS = 5
+RUNS = 9  # the median rides over a background job of the server starting mid-run
 ML_JOBS = ("beacon", "tunnel", "lda")
 EDGE_EVENTS = 2
+#: the columns the search page asks for (static/search.js adds the row id)
+SEARCH_PAGE_FIELDS = [*DEFAULT_FIELDS, "event.id"]
 TARGETS = {"dashboard": 1.0, "search_p95": 0.5, "timeline": 0.5, "entity_timeline": 0.5}
 
 #: the five busy source IPs and their shares of all events (3 %, then 1 % each)
@@ -552,32 +557,12 @@ def measure_api(client: httpx.Client, runs: int) -> dict[str, Any]:
         "total_events": board["total_events"],
         **_stats(repeat(lambda: _get(client, "/api/v1/dashboard", since=next(spellings)), runs)),
     }
-    searches = []
     _get(client, "/api/v1/search", q="user.name:warmup", since="24h", limit=100)
-    for q in search_queries():
-        at = datetime.now(UTC)  # the window start the server uses, for the baseline
-        seconds, body = timed(
-            lambda q=q: _get(client, "/api/v1/search", q=q, since="24h", limit=100)
-        )
-        searches.append(
-            {
-                "q": q,
-                "seconds": round(seconds, 4),
-                "total": body["total"],
-                # past its cap the API's total is a lower bound ("10,000+")
-                "capped": bool(body.get("total_capped")),
-                "at": at.isoformat(),
-            }
-        )
-    times = [s["seconds"] for s in searches]
-    out["search"] = {
-        "queries": len(searches),
-        "p50": round(_pct(times, 50), 4),
-        "p95": round(_pct(times, 95), 4),
-        "max": round(max(times), 4),
-        "slowest": sorted(searches, key=lambda s: -s["seconds"])[:5],
-        "each": searches,
-    }
+    # What the search page asks for (its table's columns and the row ids; a row's
+    # whole event is fetched when it is expanded), then the same searches for
+    # whole events, as an API client that names no fields gets them.
+    out["search"] = _searches(client, {"fields": ",".join(SEARCH_PAGE_FIELDS)})
+    out["search_full"] = _searches(client, {})
     path = f"/api/v1/timeline/{quote(busy, safe='')}"
     _, tl = timed(lambda: _get(client, path, since="24h", limit=1000))
     out["timeline"] = {
@@ -598,6 +583,35 @@ def measure_api(client: httpx.Client, runs: int) -> dict[str, Any]:
         **_stats(repeat(lambda: _get(client, tpath, since="24h", limit=100), runs)),
     }
     return out
+
+
+def _searches(client: httpx.Client, extra: dict[str, str]) -> dict[str, Any]:
+    """Every search of `search_queries` once (limit 100, last 24 h): p50/p95/max."""
+    searches = []
+    for q in search_queries():
+        at = datetime.now(UTC)  # the window start the server uses, for the baseline
+        seconds, body = timed(
+            lambda q=q: _get(client, "/api/v1/search", q=q, since="24h", limit=100, **extra)
+        )
+        searches.append(
+            {
+                "q": q,
+                "seconds": round(seconds, 4),
+                "total": body["total"],
+                # past its cap the API's total is a lower bound ("10,000+")
+                "capped": bool(body.get("total_capped")),
+                "at": at.isoformat(),
+            }
+        )
+    times = [s["seconds"] for s in searches]
+    return {
+        "queries": len(searches),
+        "p50": round(_pct(times, 50), 4),
+        "p95": round(_pct(times, 95), 4),
+        "max": round(max(times), 4),
+        "slowest": sorted(searches, key=lambda s: -s["seconds"])[:5],
+        "each": searches,
+    }
 
 
 def measure_direct(data_dir: Path, runs: int, api_searches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -670,6 +684,8 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         ("search", f"search p50 ({api['search']['queries']} queries)", "p50", None),
         ("search", "search p95", "p95", TARGETS["search_p95"]),
         ("search", "search max", "max", None),
+        ("search_full", "search, whole events p50", "p50", None),
+        ("search_full", "search, whole events p95", "p95", None),
         ("timeline", "timeline busiest IP, limit 1000 (median)", "median", TARGETS["timeline"]),
         ("timeline", "timeline busiest IP (max)", "max", None),
         ("entity_timeline", "entity page timeline, limit 100 (median)", "median", 0.5),
@@ -679,7 +695,8 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     table = []
     for key, label, stat, target in spec:
-        a, d = api[key][stat], direct[key][stat]
+        # the baseline reads whole events: one figure for both kinds of search
+        a, d = api[key][stat], direct["search" if key == "search_full" else key][stat]
         verdict = "-" if target is None else ("PASS" if a <= target else "MISS")
         table.append(
             {

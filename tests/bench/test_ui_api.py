@@ -43,7 +43,14 @@ def test_report_has_every_measurement(tmp_path: Path) -> None:
     # (a few rare values do not occur in only 20k events)
     assert r["count_mismatches"] == []
     assert sum(1 for s in api["search"]["each"] if s["total"] > 0) >= 30
-    assert len(r["rows"]) == 11
+    # the search page's columns and whole events: the same searches, the same totals
+    # (each window is "now - 24h" at its request: an event at the edge may leave)
+    page, full = api["search"]["each"], api["search_full"]["each"]
+    assert [s["q"] for s in page] == [s["q"] for s in full]
+    assert all(
+        abs(a["total"] - b["total"]) <= ui_api.EDGE_EVENTS for a, b in zip(page, full, strict=True)
+    )
+    assert len(r["rows"]) == 13
     targeted = [row for row in r["rows"] if row["target_s"] is not None]
     assert len(targeted) == 4 and {row["verdict"] for row in targeted} <= {"PASS", "MISS"}
     assert all(row["api_s"] > 0 and row["direct_s"] > 0 for row in r["rows"])

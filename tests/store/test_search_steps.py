@@ -21,7 +21,7 @@ SEGMENTS = 45
 def store(tmp_path_factory: pytest.TempPathFactory):
     rng = random.Random(7)
     s = DuckDBEventStore(tmp_path_factory.mktemp("steps") / "events.duckdb")
-    # more segments than 8 + 32 (three steps): keep them from being compacted
+    # more segments than 1 + 4 + 16 (three steps): keep them from being compacted
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(compaction, "MERGE_AT", 10**6)
         _fill(s, rng)
@@ -56,18 +56,18 @@ def _fill(s: DuckDBEventStore, rng: random.Random) -> None:
 
 def _reference(store: DuckDBEventStore, q: str, fields, limit: int, order: str, offset: int):
     """One query over every segment: what the steps must reproduce."""
-    files = [f for f, _, _ in store._segments(None)]
-    return store._search_files(q, None, fields, limit, order, files, offset)
+    sql, params = store._search_sql(q, None, fields, limit, order, None, offset)
+    return store._cur().sql(sql, params=params).to_arrow_table()
 
 
 @pytest.mark.parametrize("order", ["desc", "asc"])
 @pytest.mark.parametrize("q", ["", "user.name:rare", "user.name:u1", "source.ip:10.2.0.0/16"])
 def test_steps_give_the_rows_of_one_query_over_all_segments(store, order, q, monkeypatch) -> None:
     reads: list[list[str]] = []
-    real = store._search_files
+    real = store._search_keys
 
     def spy(*args, **kwargs):
-        reads.append(args[5])
+        reads.append(args[0])
         return real(*args, **kwargs)
 
     for limit, offset, fields in [
@@ -79,9 +79,9 @@ def test_steps_give_the_rows_of_one_query_over_all_segments(store, order, q, mon
     ]:
         want = _reference(store, q, fields, limit, order, offset)
         reads.clear()
-        monkeypatch.setattr(store, "_search_files", spy)
+        monkeypatch.setattr(store, "_search_keys", spy)
         got = store.search(q, None, fields, limit, order, offset)
-        monkeypatch.setattr(store, "_search_files", real)
+        monkeypatch.setattr(store, "_search_keys", real)
         assert got.column_names == want.column_names
         assert got.to_pylist() == want.to_pylist(), (limit, offset, fields)
         read = [f for files in reads for f in files]

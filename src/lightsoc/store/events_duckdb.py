@@ -41,7 +41,13 @@ from lightsoc.store.base import (
     TimeRange,
 )
 from lightsoc.store.compaction import SegmentMaintenance
-from lightsoc.store.events_entity import EntityQueries, _field, _select_list
+from lightsoc.store.events_entity import (
+    _KEYED_EVENTS,
+    EntityQueries,
+    _field,
+    _select_list,
+    _timeline_complete,
+)
 from lightsoc.store.query import compile_query, quote_ident
 from lightsoc.store.segments import SEGMENT_DIR, Segment, SegmentFiles
 
@@ -58,8 +64,9 @@ _DUCK_TYPES = {
 # Queries larger than this spill to disk in the data directory.
 DEFAULT_MEMORY_LIMIT = "256MB"
 
-#: segments read by a search's first step (then 4x as many, and so on)
-SEARCH_FIRST_SEGMENTS = 8
+#: segments read by a search's first step (then 4x as many, and so on): the newest
+#: segment alone usually holds a page of a common value
+SEARCH_FIRST_SEGMENTS = 1
 
 
 log = logging.getLogger(__name__)
@@ -312,38 +319,42 @@ class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
     ) -> pa.Table:
         """The newest (or oldest) `limit` matching events, after skipping `offset`.
 
-        Segments are tried newest first in widening steps: once `limit` rows
-        are found and none of the remaining segments can hold a newer event,
-        the older segments are never read.
+        Two phases, as the timeline. First only the sort keys and row addresses
+        of the matches are read, segments newest first in widening steps: once
+        `offset + limit` are found and no remaining segment can hold a newer
+        event, the older segments are never read. Then the page's rows are
+        fetched by address, only `fields`: selecting the columns in the first
+        phase would decode them for every match of every step.
         """
         order = "asc" if order == "asc" else "desc"
         segments = self._segments(time_range, order)
-        if len(segments) <= SEARCH_FIRST_SEGMENTS:  # one step: let DuckDB skip `offset`
-            files = [f for f, _, _ in segments]
-            return self._search_files(query, time_range, fields, limit, order, files, offset)
-        # Each step reads only segments not read yet and keeps the best `need` rows
-        # so far; the sort keys ride along to merge the steps and find the edge.
         need = int(offset) + int(limit)
-        wanted = list(fields) if fields else None
-        if wanted is not None:
-            wanted += [k for k in ("@timestamp", "event.id") if k not in wanted]
-        best: pa.Table | None = None
+        where, params = self._where(query, time_range)
+        keys: pa.Table | None = None
         done, take = 0, SEARCH_FIRST_SEGMENTS
-        while True:
-            files = [f for f, _, _ in segments[done:take]]
-            part = self._search_files(query, time_range, wanted, need, order, files)
-            best = part if best is None else _top_rows(pa.concat_tables([best, part]), order, need)
-            done = min(take, len(segments))
-            if done >= len(segments):
+        while done < len(segments):
+            files = [f for f, _, _ in segments[done : done + take]]
+            part = self._search_keys(files, where, params, need, order)
+            keys = part if keys is None else _top_rows(pa.concat_tables([keys, part]), order, need)
+            done += len(files)
+            if done < len(segments) and _timeline_complete(
+                keys, need, segments[done], order == "desc"
+            ):
                 break
-            if best.num_rows >= need:
-                edge = best.column("@timestamp")[need - 1].as_py()
-                _, nxt_min, nxt_max = segments[done]
-                if (order == "desc" and edge > nxt_max) or (order == "asc" and edge < nxt_min):
-                    break
             take *= 4
-        table = best.slice(int(offset), int(limit))
-        return table.select(list(range(len(fields)))) if fields else table  # as asked
+        page = None if keys is None else keys.slice(int(offset), int(limit))
+        return self._rows_at(page, fields)
+
+    def _search_keys(
+        self, files: list[str], where: str, params: list[Any], limit: int, order: str
+    ) -> pa.Table:
+        """Sort keys and addresses of the first `limit` matches in `files`."""
+        sql = (
+            f'SELECT "@timestamp", "event.id", filename, file_row_number '  # noqa: S608
+            f"FROM {_KEYED_EVENTS} AS events WHERE {where} "
+            f'ORDER BY "@timestamp" {order.upper()}, "event.id" LIMIT ?'
+        )
+        return self._cur().sql(sql, params=[files, *params, int(limit)]).to_arrow_table()
 
     def _search_sql(
         self,
@@ -362,19 +373,6 @@ class DuckDBEventStore(EntityQueries, SegmentMaintenance, EventStore):
             f'ORDER BY "@timestamp" {order.upper()}, "event.id" LIMIT ? OFFSET ?'
         )
         return sql, [*src_params, *params, int(limit), int(offset)]
-
-    def _search_files(
-        self,
-        query: str,
-        tr: TimeRange | None,
-        fields: Sequence[str] | None,
-        limit: int,
-        order: str,
-        files: list[str],
-        offset: int = 0,
-    ) -> pa.Table:
-        sql, params = self._search_sql(query, tr, fields, limit, order, files, offset)
-        return self._cur().sql(sql, params=params).to_arrow_table()
 
     def search_batches(
         self,

@@ -15,12 +15,19 @@
   the top 50.
 - **dns**: the demo resolver (6 h and a day): tunnelling, DGA and bad-domain hosts.
 
-Ranks: *record* = best rank of the anomaly's records in Spot's list (lowest
-score first); *pair* = its IP pair among pairs ranked by their lowest record;
-*ip* = its IPs among IPs ranked by mean log-probability of their words;
-*ip excess* = by the summed surprise of their records beyond the day's median
-record. The target is each anomaly in the top 50; it is marked on the record
-list (Spot's output) and on the two IP lists.
+Ranks: *connection* = the anomaly's IP pair among the day's distinct
+connections ranked by their lowest-scored record (what the daily job turns into
+alert candidates, `lda_jobs.candidates`: a scan's thousands of probes are one
+connection per target, not a page of the list); *record* = best rank of its
+records in Spot's record list (lowest score first); *ip* = its IPs among IPs
+ranked by mean log-probability of their words; *ip excess* = by the summed
+surprise of their records beyond the day's median record. The target is each
+anomaly among the top 50 connections; the IP lists are marked too.
+
+Scoring: the model is fitted on the day it scores (Spot's daily job), so each
+record is scored without its own connection's share of the topics
+(`LdaModel.without_own_connection`): a beacon's hundreds of identical records
+cannot vouch for themselves.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ def feedback_rounds(rounds: int = ROUNDS, **kw: Any) -> dict[str, Any]:
             {
                 "round": r,
                 "benign_ratings": len(ratings),
-                **{k: v["record_rank"] for k, v in res["anomalies"].items()},
+                **{k: v["pair_rank"] for k, v in res["anomalies"].items()},
             }
         )
         if r == rounds:
@@ -70,7 +77,7 @@ def feedback_rounds(rounds: int = ROUNDS, **kw: Any) -> dict[str, Any]:
         )
         fresh = top.filter(
             ~pl.col("source.ip").is_in(list(bad)) & ~pl.col("destination.ip").is_in(list(bad))
-        ).head(TOP)
+        ).head(TOP)  # records, as Spot's analyst rates them
         ratings += [
             {
                 "rating": 3,
@@ -126,11 +133,27 @@ def stratosphere() -> dict[str, Any]:
             )
         ranked = lda_jobs.run_suspicious_connects(ev, "flow", None, top_n=None)
         is_cc = ranked["uid"].is_in(list(cc))
+        # connections (IP pairs by their lowest record) with any C&C record
+        conns = (
+            ranked.with_columns(is_cc.alias("cc"))
+            .group_by(
+                pl.min_horizontal("source.ip", "destination.ip").alias("x"),
+                pl.max_horizontal("source.ip", "destination.ip").alias("y"),
+            )
+            .agg(pl.col("score").min(), pl.col("cc").any())
+            .sort(["score", "x", "y"])
+            .with_row_index("conn_rank", 1)
+        )
+        cc_conns = conns.filter(pl.col("cc"))
         out["NjRAT (001, 1000 records, labelled)"] = {
             "records": ev.height,
             "cc_records": int(is_cc.sum()),
             "cc_best_rank": int(ranked.filter(is_cc)["rank"].min() or 0) or None,
             "cc_in_top50": int(is_cc.head(TOP).sum()),
+            "connections": conns.height,
+            "cc_connections": cc_conns.height,
+            "cc_best_connection_rank": int(cc_conns["conn_rank"].min() or 0) or None,
+            "cc_connections_in_top50": int((cc_conns["conn_rank"] <= TOP).sum()),
         }
     return out
 
@@ -154,7 +177,10 @@ def _mark(rank: int | None) -> str:
 
 
 def report(res: dict[str, Any]) -> str:
-    out = [f"Suspicious connects (Spot LDA, 20 topics); target: each anomaly in the top {TOP}"]
+    out = [
+        f"Suspicious connects (Spot LDA, 20 topics); target: each anomaly among the top {TOP} "
+        "distinct connections (IP pairs by their lowest-scored record)"
+    ]
     rows = []
     for run_name, r in res["demo"]["runs"].items():
         for name, a in r["anomalies"].items():
@@ -163,8 +189,8 @@ def report(res: dict[str, Any]) -> str:
                     f"demo {run_name} ({r['records']} flows)",
                     name,
                     a["records"],
-                    _mark(a["record_rank"]),
-                    a["pair_rank"],
+                    _mark(a["pair_rank"]),
+                    a["record_rank"],
                     _mark(a["ip_rank"]),
                     _mark(a["ip_excess_rank"]),
                 ]
@@ -178,13 +204,21 @@ def report(res: dict[str, Any]) -> str:
                     f"stratosphere {name} in demo day",
                     f"scanner {a['scanner']}",
                     a["records"],
-                    _mark(a["record_rank"]),
-                    a["pair_rank"],
+                    _mark(a["pair_rank"]),
+                    a["record_rank"],
                     _mark(a["ip_rank"]),
                     _mark(a["ip_excess_rank"]),
                 ]
             )
-    heads = ["data", "anomaly", "records", "record rank", "pair rank", "ip rank", "ip excess rank"]
+    heads = [
+        "data",
+        "anomaly",
+        "records",
+        "connection rank",
+        "record rank",
+        "ip rank",
+        "ip excess rank",
+    ]
     out.append(table(heads, rows))
     for run_name, r in res["demo"]["runs"].items():
         m = r["model"]
@@ -196,8 +230,11 @@ def report(res: dict[str, Any]) -> str:
     nj = res["stratosphere"].get("NjRAT (001, 1000 records, labelled)")
     if nj:
         out.append(
-            f"  NjRAT alone: {nj['cc_records']} of {nj['records']} records are C&C; best C&C rank "
-            f"{nj['cc_best_rank']}, C&C records in the top {TOP}: {nj['cc_in_top50']}"
+            f"  NjRAT alone: {nj['cc_records']} of {nj['records']} records are C&C; best C&C record "
+            f"rank {nj['cc_best_rank']}, C&C records in the top {TOP}: {nj['cc_in_top50']}; "
+            f"{nj['cc_connections']} of {nj['connections']} connections have C&C records, the "
+            f"best ranks {nj['cc_best_connection_rank']}, {nj['cc_connections_in_top50']} in the "
+            f"top {TOP}"
         )
     out.append("")
     out.append(
@@ -208,7 +245,7 @@ def report(res: dict[str, Any]) -> str:
     names = [k for k in fr[0] if k not in ("round", "benign_ratings")]
     out.append(
         table(
-            ["round", "benign ratings", *[f"{n} record rank" for n in names]],
+            ["round", "benign ratings", *[f"{n} connection rank" for n in names]],
             [[r["round"], r["benign_ratings"], *[r[n] for n in names]] for r in fr],
         )
     )

@@ -109,18 +109,29 @@ def test_dns_words_classes_bins_and_client() -> None:
         },
         {
             "@timestamp": T,
-            "source.ip": "10.0.0.53",
-            "destination.ip": "10.0.0.6",
-            "dns.type": "answer",  # an answer's client is its destination
+            "source.ip": "10.0.0.6",  # a query/response pair: source = client (Packetbeat)
+            "destination.ip": "10.0.0.53",
+            "source.port": 51000,
+            "destination.port": 53,
+            "dns.type": "answer",
             "dns.question.name": "aGVsbG8gd29ybGQ.t1.evil-tunnel.net.",
             "dns.question.type": "TXT",
             "dns.response_code": "NXDOMAIN",
         },
         {"@timestamp": T, "source.ip": "10.0.0.7", "dns.question.name": "10.0.0.1"},
+        {  # a record in the response packet's direction: the client is the destination
+            "@timestamp": T,
+            "source.ip": "10.0.0.53",
+            "destination.ip": "10.0.0.8",
+            "source.port": 53,
+            "destination.port": 40000,
+            "dns.type": "answer",
+            "dns.question.name": "www.example.com",
+        },
     ]
     w = lw.dns_words(events(rows), popular=["example.com"]).sort(lw.ROW)
-    assert w[lw.DOC].to_list() == ["10.0.0.5", "10.0.0.6", "10.0.0.7"]
-    first, second, third = w[lw.WORD].to_list()
+    assert w[lw.DOC].to_list() == ["10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8"]
+    first, second, third, _ = w[lw.WORD].to_list()
     # popular, no frame length, hour 14, len("www")=3 -> 2, entropy 0 -> 0, 3 labels
     assert first == "p:x:14:2:0:3:A:NOERROR"
     # no registered domain field: the last two labels (evil-tunnel.net), not popular

@@ -9,10 +9,18 @@ connects, shown to an analyst who rates them; records rated 3 (benign) are
 replicated into the next training (`lda_feedback`) so that similar ones stop
 surfacing, as Spot did.
 
+Spot fits the model on the day it scores, so a connection's records vouch for
+themselves: a beacon's hundreds of identical records make its word frequent in
+both its IPs' documents (and give them a topic of their own). Scoring that
+window (`own_window`, what the daily job does), each record is judged without
+its own connection's share of the topics (`LdaModel.without_own_connection`);
+a record nothing else supports ranks below every supported one, the rarest for
+an average host first.
+
 The cost of training is in the distinct ``(IP, word)`` pairs, not the records:
 records are aggregated to counts first, then fitted as one sparse matrix. The
 fit is scikit-learn's online algorithm (same updates, priors, learning rate and
-mini-batches; `online_lda`) with the per-document E-step loop replaced by
+mini-batches; `lda_vb.online_lda`) with the per-document E-step loop replaced by
 sparse products over a whole mini-batch: on 1M flows (735k pairs, 18.7k IPs)
 sklearn's ``fit`` alone takes ~27 s, the whole training here ~18 s (bench/ml_lda.py).
 
@@ -38,9 +46,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from scipy.special import digamma
 
 from lightsoc.detect.ml import lda_words as lw
+from lightsoc.detect.ml.lda_vb import infer_topics, online_lda
 from lightsoc.detect.ml.modelfile import ModelError, ModelFile
 
 KIND = "lda"
@@ -67,102 +75,11 @@ _LEVELS = np.unique(np.concatenate([np.linspace(0, 0.01, 1001), np.linspace(0.01
 THRESHOLD = 0.995
 
 
-def dirichlet_expectation(a: np.ndarray) -> np.ndarray:
-    """E[log x] for x ~ Dirichlet(a), row-wise."""
-    return digamma(a) - digamma(a.sum(axis=1, keepdims=True))
-
-
-def _estep(
-    counts: sp.csr_matrix,
-    exp_beta: np.ndarray,
-    alpha: float,
-    gamma: np.ndarray,
-    max_iter: int,
-    tol: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Variational E-step for all rows of `counts` at once: (gamma, sufficient statistics).
-
-    The update of sklearn's ``_update_doc_distribution``, with sparse products
-    over the whole batch instead of a Python loop per document (the loop is
-    where sklearn's online LDA spends its time when documents are many).
-    """
-    counts = sp.csr_matrix(counts)
-    counts.sum_duplicates()
-    indptr, cols = counts.indptr, counts.indices
-    per_row = np.diff(indptr)
-    vals = counts.data.astype(np.float64)
-    # float32 for the nnz x K products: they are the memory traffic of the loop
-    beta_nz = np.ascontiguousarray(exp_beta[:, cols].T, dtype=np.float32)
-    beta_t = np.ascontiguousarray(exp_beta.T)
-    exp_theta = np.exp(dirichlet_expectation(gamma))
-
-    def weights() -> sp.csr_matrix:
-        spread = np.repeat(exp_theta.astype(np.float32), per_row, axis=0)
-        norm = np.einsum("ij,ij->i", spread, beta_nz).astype(np.float64) + 1e-100
-        # the structure of `counts` is reused: no sorting per iteration
-        return sp.csr_matrix((vals / norm, cols, indptr), shape=counts.shape)
-
-    for _ in range(max_iter):
-        new = alpha + exp_theta * (weights() @ beta_t)
-        done = np.abs(new - gamma).mean() < tol
-        gamma = new
-        exp_theta = np.exp(dirichlet_expectation(gamma))
-        if done:
-            break
-    sstats = np.asarray((weights().T @ exp_theta).T) * exp_beta  # K x V
-    return gamma, sstats
-
-
-def infer_topics(
-    counts: sp.csr_matrix,
-    components: np.ndarray,
-    alpha: float,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-) -> np.ndarray:
-    """Topic mix (normalised) of each row of `counts` with the topics held fixed."""
-    n, k = counts.shape[0], components.shape[0]
-    if n == 0:
-        return np.zeros((0, k))
-    exp_beta = np.exp(dirichlet_expectation(components.astype(np.float64)))
-    gamma, _ = _estep(counts, exp_beta, alpha, np.ones((n, k)), max_iter, tol)
-    return gamma / gamma.sum(axis=1, keepdims=True)
-
-
-def online_lda(x: sp.csr_matrix, prm: dict[str, Any]) -> tuple[np.ndarray, float, float]:
-    """Online variational Bayes LDA (Hoffman et al. 2010, sklearn's ``learning_method="online"``).
-
-    The same updates and defaults as `sklearn.decomposition.LatentDirichletAllocation`
-    (priors 1/K, learning rate ``(offset + t) ** -decay``, documents in order,
-    mini-batches of `batch_size`), the E-step vectorised per mini-batch.
-    Returns (components_, doc_topic_prior, topic_word_prior).
-    """
-    k = int(prm["n_components"])
-    alpha = float(prm.get("doc_topic_prior") or 1.0 / k)
-    eta = float(prm.get("topic_word_prior") or 1.0 / k)
-    rng = np.random.RandomState(int(prm["random_state"]))
-    n_docs = x.shape[0]
-    lam = rng.gamma(100.0, 0.01, (k, x.shape[1]))
-    exp_beta = np.exp(dirichlet_expectation(lam))
-    bs = max(1, int(prm["batch_size"]))
-    t = 1
-    for _ in range(int(prm["max_iter"])):
-        for lo in range(0, n_docs, bs):
-            batch = x[lo : lo + bs]
-            gamma0 = rng.gamma(100.0, 0.01, (batch.shape[0], k))
-            _, sstats = _estep(
-                batch, exp_beta, alpha, gamma0, int(prm["max_doc_update_iter"]), 1e-3
-            )
-            rho = (float(prm["learning_offset"]) + t) ** -float(prm["learning_decay"])
-            lam = (1 - rho) * lam + rho * (eta + (n_docs / batch.shape[0]) * sstats)
-            exp_beta = np.exp(dirichlet_expectation(lam))
-            t += 1
-    return lam, alpha, eta
-
-
 _DH, _WH = "_dh", "_wh"
 _BLOCK = 1 << 17
 _SEED = 0x5EED
+_MIX1 = pl.lit(0x9E3779B97F4A7C15, pl.UInt64)
+_MIX2 = pl.lit(0xBF58476D1CE4E5B9, pl.UInt64)
 
 
 def _hashed(df: pl.DataFrame) -> pl.DataFrame:
@@ -205,6 +122,12 @@ class LdaModel:
         return self.theta.mean(axis=0) if len(self.theta) else np.full(self.n_topics, 1.0)
 
     @property
+    def eta(self) -> float:
+        """The topic-word prior (sklearn's default 1/K for models that lack it)."""
+        got = self.meta.get("params", {}).get("topic_word_prior")
+        return float(got) if got else 1.0 / self.n_topics
+
+    @property
     def n_topics(self) -> int:
         return int(self.components.shape[0])
 
@@ -232,10 +155,19 @@ class LdaModel:
     def _theta32(self) -> np.ndarray:
         return np.ascontiguousarray(self.theta, dtype=np.float32)
 
-    def _probs(self, h: pl.DataFrame, weights: np.ndarray) -> np.ndarray:
-        """P(word | IP) per row of `h` (hashed ``_dh``, ``_wh``); `weights` count each row."""
+    @cached_property
+    def _share_t(self) -> np.ndarray:
+        """``P(word | topic) / topic mass`` as V x K float32 (`own_connection_share`)."""
+        c = self.components.astype(np.float64)
+        return np.ascontiguousarray((self.phi / c.sum(axis=1, keepdims=True)).T, dtype=np.float32)
+
+    def _probs(
+        self, h: pl.DataFrame, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """P(word | IP) per row of `h` (hashed ``_dh``, ``_wh``), and the rows' doc and word
+        indices (-1: not in the model); `weights` count each row."""
         if h.height == 0:
-            return np.zeros(0)
+            return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
         ids = (
             h.select(_DH, _WH)
             .join(self._word_ids, on=_WH, how="left", maintain_order="left")
@@ -258,22 +190,78 @@ class LdaModel:
             sub = out[new]
             sub[m] = np.einsum("ij,ij->i", theta[m].astype(np.float32), self._phi_t[wi[new][m]])
             out[new] = sub
-        return np.maximum(out, self.floor)
+        return np.maximum(out, self.floor), di, wi
 
-    def _dot(self, di: np.ndarray, wi: np.ndarray) -> np.ndarray:
-        """``theta[di] . phi[:, wi]`` row by row, in blocks (bounded memory)."""
+    def _dot(self, di: np.ndarray, wi: np.ndarray, squared: bool = False) -> np.ndarray:
+        """``theta[di] . phi[:, wi]`` row by row, in blocks (bounded memory).
+
+        `squared`: ``theta[di]**2 . (phi / topic mass)[:, wi]`` instead (`own_connection_share`).
+        """
         out = np.empty(len(di))
+        words = self._share_t if squared else self._phi_t
         for lo in range(0, len(di), _BLOCK):
             d, w = di[lo : lo + _BLOCK], wi[lo : lo + _BLOCK]
-            out[lo : lo + _BLOCK] = np.einsum("ij,ij->i", self._theta32[d], self._phi_t[w])
+            t = self._theta32[d]
+            out[lo : lo + _BLOCK] = np.einsum("ij,ij->i", t * t if squared else t, words[w])
         return out
+
+    def without_own_connection(
+        self, h: pl.DataFrame, p: np.ndarray, di: np.ndarray, wi: np.ndarray
+    ) -> np.ndarray:
+        """`p` with the record's own connection's share of the topics taken out.
+
+        The model is fitted on the window it scores, so a connection's records
+        vouch for themselves: a beacon's hundreds of identical records make its
+        word frequent in its own IPs' documents and give it a topic of its own.
+        A record is therefore judged by what the *other* connections taught the
+        model: ``n_dwk = n * theta_dk * phi_kw / p`` of word w's mass in topic k
+        came from the `n` records of the same (IP, word, peer) — the E-step's
+        responsibilities — and is removed from topic k's count of w, which gives
+        ``p - n / p * sum_k theta_dk**2 * phi_kw / lambda_k`` (``lambda_k``: the
+        topic's mass). A word many connections share hardly moves; a record only
+        its connection supports falls below the floor (`_average_host`). Only
+        for IPs and words of the model and rows with a peer (flows).
+        """
+        out = p.copy()
+        ok = (di >= 0) & (wi >= 0) & h[lw.PEER].is_not_null().to_numpy()
+        if not ok.any():
+            return out
+        # records of the same (IP, word, peer): one 64-bit key (a window over three
+        # columns is slower); multiply-add wraps around, a collision is ~n**2 / 2**64
+        key = (pl.col(_DH) * _MIX1 + pl.col(_WH)) * _MIX2 + pl.col(lw.PEER).hash(_SEED)
+        n = h.select(key.alias("k")).select(pl.len().over("k"))["len"].to_numpy()
+        share = self._dot(di[ok], wi[ok], squared=True)
+        out[ok] = p[ok] - n[ok] * share / p[ok]
+        alone = np.flatnonzero(out < self.floor)
+        if len(alone):
+            out[alone] = self.floor * self._average_host(di[alone], wi[alone], n[alone], p[alone])
+        return out
+
+    def _average_host(
+        self, di: np.ndarray, wi: np.ndarray, n: np.ndarray, p: np.ndarray
+    ) -> np.ndarray:
+        """P(word) for the corpus-average topic mix, the connection's records taken out.
+
+        For records nothing but their own connection supports in their IP's topics:
+        without the connection such an IP is one the model never saw, which gets
+        the average mix (`mean_theta`). Per topic, ``lambda_kw`` loses the
+        connection's ``n * theta_dk * phi_kw / p`` but keeps the prior ``eta``.
+        In (0, 1): scaled by the floor, these rank first, the rarest across the
+        whole corpus first.
+        """
+        theta = self.theta[di].astype(np.float64)  # rows: few (the unsupported records)
+        lam = self.components[:, wi].T.astype(np.float64)
+        mass = self.components.sum(axis=1, dtype=np.float64)
+        phi = lam / mass
+        rest = np.maximum(lam - (n / p)[:, None] * theta * phi, self.eta)
+        return np.clip((rest / mass) @ self.mean_theta, 0.0, 1.0)
 
     def pair_scores(self, pairs: pl.DataFrame) -> np.ndarray:
         """P(word | IP) for each ``(doc, word, n)`` row of `pairs`."""
         if pairs.height == 0:
             return np.zeros(0)
         pairs = lw.map_to_vocab(pairs, self.record_type, self._vocab)
-        return self._probs(_hashed(pairs), pairs[COUNT].to_numpy().astype(np.float64))
+        return self._probs(_hashed(pairs), pairs[COUNT].to_numpy().astype(np.float64))[0]
 
     def _new_doc_topics(self, docs: pl.Series, wi: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Topic mix of IPs outside the training set, one row per entry of `docs`."""
@@ -289,25 +277,34 @@ class LdaModel:
         mix[~has_words] = self.mean_theta  # nothing to go on: an average host
         return mix[codes]
 
-    def score_words(self, w: pl.DataFrame) -> pl.DataFrame:
+    def score_words(self, w: pl.DataFrame, own_window: bool = False) -> pl.DataFrame:
         """Add the score `p` to each ``(_row, side, doc, word)`` row.
 
         A word outside the vocabulary is first replaced by its first known coarser
         form (as training backed rare words off), so the result's words are the scored ones.
+        `own_window`: `w` is the window the model was fitted on (Spot's daily job);
+        each record is then scored without its own connection's share
+        (`without_own_connection`).
         """
         w = lw.map_to_vocab(w, self.record_type, self._vocab)
-        probs = self._probs(_hashed(w), np.ones(w.height))
+        h = _hashed(w)
+        probs, di, wi = self._probs(h, np.ones(w.height))
+        if own_window and lw.PEER in w.columns:
+            probs = self.without_own_connection(h, probs, di, wi)
         return w.with_columns(pl.Series(PROB, probs, dtype=pl.Float64))
 
-    def score_events(self, events: pl.DataFrame) -> pl.DataFrame:
+    def score_events(self, events: pl.DataFrame, own_window: bool = False) -> pl.DataFrame:
         """Per record of `events` (same order): its score and the words of each side.
+
+        `own_window`: `events` are the records the model was fitted on (`score_words`).
 
         Columns ``lda.score`` (NaN when the record has no IP to score), and
         ``lda.doc_a/word_a`` (source side, or the client), ``lda.doc_b/word_b``
         (destination side of a flow).
         """
         n = events.height
-        scored = self.score_words(lw.words(events, self.record_type, self.popular))
+        words = lw.words(events, self.record_type, self.popular)
+        scored = self.score_words(words, own_window)
         cols: dict[str, pl.Series] = {}
         probs = []
         for side in ("a", "b"):
@@ -442,15 +439,17 @@ def fit(
         # below the probability of a word seen once in the whole corpus
         0.1 / max(tokens, 1.0),
     )
+    params = {**prm, "doc_topic_prior": alpha, "topic_word_prior": eta}
+    model.meta = {"params": params}  # `eta` is read when scoring
     # the distribution of training records' scores, for `suspicion`
-    scored = model.score_words(w)
+    scored = model.score_words(w, own_window=True)
     if record_type == "flow":
         rec = scored.group_by(lw.ROW).agg(pl.col(PROB).min())[PROB].to_numpy()
     else:
         rec = scored[PROB].to_numpy()
     model.q_values = np.quantile(np.log10(rec), _LEVELS)
     model.meta = {
-        "params": {**prm, "doc_topic_prior": alpha, "topic_word_prior": eta},
+        "params": params,
         "metrics": {
             "records": int(w[lw.ROW].n_unique()),
             "documents": len(docs),

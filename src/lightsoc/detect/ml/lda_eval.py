@@ -8,9 +8,11 @@ without their injected patterns) into one larger network's day. Added here: an
 exfiltration host, a client that also sends three flows of ~0.7 GB to an
 external IP on port 8443 in the night.
 
-The model is trained on the day and scores it (Spot's daily job). Figures per
-anomaly: the best rank of its records (1 = most suspicious), the rank of its
-IP pair among pairs ranked by their lowest record score, and the rank of its
+The model is trained on the day and scores it (Spot's daily job: each record
+without its own connection's share, `LdaModel.without_own_connection`). Figures
+per anomaly: the best rank of its records (1 = most suspicious), the rank of its
+IP pair among pairs ranked by their lowest record score (the target: the top
+50 distinct connections, as the job's alert candidates), and the rank of its
 IPs among IPs ranked by mean log-probability of their words and by their
 records' summed surprise beyond the median record (`suspicious_ips`).
 """
@@ -112,7 +114,7 @@ def ranks(events: pl.DataFrame, cases: dict[str, dict[str, Any]], **kw: Any) -> 
     t0 = time.perf_counter()
     model = lda_jobs.train_events(events, "flow", **kw)
     t1 = time.perf_counter()
-    ranked = lda_jobs.run_suspicious_connects(events, "flow", model, top_n=None)
+    ranked = lda_jobs.run_suspicious_connects(events, "flow", model, top_n=None, own_window=True)
     t2 = time.perf_counter()
     pairs = (
         ranked.group_by(
@@ -221,16 +223,37 @@ def dns_events(truth: Any) -> pl.DataFrame:
     )
 
 
+def capture_dns_events(pcap: bytes) -> pl.DataFrame:
+    """The DNS events of a capture as `lightsoc demo`/`ingest` make them (`sources.dns_decode`).
+
+    One event per query/response pair, source = client, destination = resolver.
+    """
+    import tempfile
+
+    from lightsoc.sources.dns_decode import DnsDecoder
+    from lightsoc.sources.pcap_file import CaptureFile
+
+    decoder = DnsDecoder()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dns.pcap"
+        path.write_bytes(pcap)
+        for batch in CaptureFile(path).batches(65536):
+            decoder.decode(batch.linktype, batch.packets, batch.positions)
+    decoder.flush()
+    df = decoder.take()
+    return df.drop([c for c in df.columns if c.startswith("_")])
+
+
 def evaluate_dns(hours: tuple[int, ...] = (6, 24), seed: int = 3) -> dict[str, Any]:
-    """The demo resolver's queries: ranks of the tunnelling, DGA and bad-domain hosts."""
+    """The demo resolver's capture: ranks of the tunnelling, DGA and bad-domain hosts."""
     import random
 
     from lightsoc.demo_dns import dns_pcap
 
     out: dict[str, Any] = {}
     for h in hours:
-        _, truth = dns_pcap(random.Random(seed), START, START + h * 3600, None)
-        events = dns_events(truth)
+        pcap, truth = dns_pcap(random.Random(seed), START, START + h * 3600, None)
+        events = capture_dns_events(pcap)
         model = lda_jobs.train_events(events, "dns")
         ranked = lda_jobs.run_suspicious_connects(events, "dns", model, top_n=None)
         ips = lda_jobs.suspicious_ips(events, "dns", model)

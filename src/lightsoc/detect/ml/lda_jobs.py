@@ -101,6 +101,7 @@ def run_suspicious_connects(
     duplication: int = FEEDBACK_DUPLICATION,
     max_share: float | None = FEEDBACK_MAX_SHARE,
     params: dict[str, Any] | None = None,
+    own_window: bool | None = None,
 ) -> pl.DataFrame:
     """The `top_n` most suspicious records of `events`, lowest score first.
 
@@ -109,7 +110,9 @@ def run_suspicious_connects(
     and documents (``lda.doc_a/word_a/doc_b/word_b``, what a rating stores),
     then the events' own columns. Ratings and the allow list come from
     `state` (a `StateStore`) unless given. With no model, one is trained on
-    `events` first; nothing to train on gives an empty result.
+    `events` first; nothing to train on gives an empty result. `own_window`:
+    `model` was fitted on `events` (default: only when trained here), so each
+    record is scored without its own connection (`LdaModel.without_own_connection`).
     """
     if kind not in lw.KINDS:
         raise ValueError(f"record type must be one of {', '.join(lw.KINDS)}, not {kind!r}")
@@ -121,6 +124,7 @@ def run_suspicious_connects(
     if events.height == 0:
         return empty
     if model is None:
+        own_window = True if own_window is None else own_window
         try:
             model = train_events(
                 events,
@@ -134,7 +138,7 @@ def run_suspicious_connects(
             return empty
     elif model.record_type != kind:
         raise ModelError(f"a {model.record_type} model cannot score {kind} records")
-    scored = model.score_events(events)
+    scored = model.score_events(events, own_window=bool(own_window))
     out = pl.concat(
         [
             scored.select(

@@ -35,6 +35,7 @@ ROW = "_row"
 DOC = "doc"
 WORD = "word"
 SIDE = "side"  # "a" = source side of a flow (or the client), "b" = destination side
+PEER = "peer"  # a flow's other endpoint: (doc, peer) is the connection the word belongs to
 KINDS = ("flow", "dns", "web")
 TOP_DOMAINS = 1000
 LOW_PORT = 1024
@@ -92,7 +93,7 @@ def entropy_bin(values: pl.Series) -> pl.Series:
 
 
 def flow_words(df: pl.DataFrame) -> pl.DataFrame:
-    """``(_row, side, doc, word)``: a word for the source's and the destination's document."""
+    """``(_row, side, doc, word, peer)``: a word for the source's and the destination's document."""
     sp = col(df, "source.port", pl.Int64).cast(pl.Int64)
     dp = col(df, "destination.port", pl.Int64).cast(pl.Int64)
     proto = col(df, "network.transport").cast(pl.Utf8).str.to_lowercase().fill_null("x")
@@ -151,6 +152,7 @@ def flow_words(df: pl.DataFrame) -> pl.DataFrame:
             pl.lit(name).alias(SIDE),
             pl.col(name).alias(DOC),
             pl.concat_str([mark, pl.col("w")], separator=":").alias(WORD),
+            pl.col("b" if name == "a" else "a").alias(PEER),
         )
 
     return pl.concat([side("a"), side("b")]).filter(pl.col(DOC).is_not_null())
@@ -193,11 +195,28 @@ def registered_domain(df: pl.DataFrame, field: str, name_field: str) -> pl.Expr:
     return pl.coalesce(col(df, field).cast(pl.Utf8).str.to_lowercase(), fallback)
 
 
+#: ports a DNS server answers on (53, mDNS, LLMNR, DNS over TLS)
+DNS_SERVER_PORTS = (53, 5353, 5355, 853)
+
+
 def dns_client(df: pl.DataFrame) -> pl.Expr:
-    """The asking host: the destination of an answer record, else the source."""
-    answer = col(df, "dns.type").cast(pl.Utf8) == "answer"
+    """The asking host: the source, unless the record is in the response's direction.
+
+    Packetbeat, lightsoc's capture decoder, Zeek and Suricata (eve v2) all give
+    a query/response pair as one event with source = client, destination =
+    server, whatever ``dns.type`` says; only a per-packet record of a response
+    (source port a DNS server port, destination port not) has them the other
+    way round, so that is the one case that takes the destination.
+    """
     src, dst = col(df, "source.ip").cast(pl.Utf8), col(df, "destination.ip").cast(pl.Utf8)
-    return pl.when(answer & dst.is_not_null()).then(dst).otherwise(src)
+    sp = col(df, "source.port", pl.Int64).cast(pl.Int64)
+    dp = col(df, "destination.port", pl.Int64).cast(pl.Int64)
+    reply = (
+        sp.is_in(DNS_SERVER_PORTS).fill_null(False)
+        & ~dp.is_in(DNS_SERVER_PORTS).fill_null(True)
+        & dst.is_not_null()
+    )
+    return pl.when(reply).then(dst).otherwise(src)
 
 
 def dns_words(df: pl.DataFrame, popular: list[str]) -> pl.DataFrame:
@@ -301,7 +320,7 @@ def popular_domains(df: pl.DataFrame, kind: str) -> list[str]:
 
 
 def words(df: pl.DataFrame, kind: str, popular: list[str] | None = None) -> pl.DataFrame:
-    """The words of the records of `df` as ``(_row, side, doc, word)``."""
+    """The words of the records of `df` as ``(_row, side, doc, word)`` (flows: and ``peer``)."""
     if kind not in KINDS:
         raise ValueError(f"record type must be one of {', '.join(KINDS)}, not {kind!r}")
     if df.height == 0:

@@ -268,3 +268,28 @@ def test_undecodable_bytes_as_the_cli_reads_them_still_score(shipped: dga.DgaMod
     name = b"bad\xff\xfename.com".decode("utf-8", "surrogateescape")
     s = shipped.score([name, "google.com"])
     assert 0.0 <= s[0] <= 1.0 and s[1] < shipped.threshold
+
+
+# -- family weights ---------------------------------------------------------------------
+def test_family_weights_balance_classes_and_shrink_big_families() -> None:
+    y = np.array([True] * 100 + [True] * 4 + [False] * 50)
+    groups = np.array(["big"] * 100 + ["small"] * 4 + ["benign"] * 50)
+    w = dga._sample_weights(y, groups, {"family_power": 0.5})
+    assert w[y].sum() == pytest.approx(w[~y].sum()) == pytest.approx(y.size / 2)
+    big, small = w[:100].sum(), w[100:104].sum()
+    assert big / small == pytest.approx((100 / 4) ** 0.5)
+    same = dga._sample_weights(y, groups, {"family_power": 1.0})
+    assert np.allclose(same[y], same[0])  # power 1: every DGA name alike, as without groups
+    assert np.allclose(dga._sample_weights(y, None, {"family_power": 0.5}), same)
+
+
+def test_training_with_families_is_deterministic_and_checks_lengths(data: pl.DataFrame) -> None:
+    part = data.sample(3000, seed=4)
+    y = (part["label"] == "dga").to_numpy()
+    a = dga.fit(part["domain"], y, groups=part["family"])
+    b = dga.fit(part["domain"], y, groups=part["family"].to_list())
+    assert np.array_equal(a.weights, b.weights) and np.array_equal(a.ngram, b.ngram)
+    plain = dga.fit(part["domain"], y)  # without families every DGA name weighs the same
+    assert not np.allclose(a.weights, plain.weights)
+    with pytest.raises(ValueError, match="groups"):
+        dga.fit(part["domain"], y, groups=part["family"][:10])

@@ -23,6 +23,7 @@ import polars as pl
 from lightsoc.detect.ml import dga
 
 HOLDOUT_FRACTION = 0.3
+VALIDATION_FRACTION = 0.3  # of the training benign names, held back to set the threshold
 FOLDS = 5
 
 
@@ -58,16 +59,18 @@ def fit_with_threshold(train: pl.DataFrame, seed: int, params: dict | None = Non
     p = {**dga.PARAMS, **(params or {})}
     rng = np.random.default_rng(seed)
     benign = (train["label"] == "benign").to_numpy()
-    val = benign & (rng.random(train.height) < HOLDOUT_FRACTION)
+    val = benign & (rng.random(train.height) < VALIDATION_FRACTION)
     fit_df = train.filter(pl.Series(~val))
-    model = dga.fit(fit_df["domain"], (fit_df["label"] == "dga").to_numpy(), p)
+    model = dga.fit(
+        fit_df["domain"], (fit_df["label"] == "dga").to_numpy(), p, groups=fit_df["family"]
+    )
     val_scores = model.score(train.filter(pl.Series(val))["domain"])
     model.threshold = dga.threshold_at(val_scores, float(p["target_fpr"]))
     model.meta["validation_benign"] = int(val.sum())
     return model
 
 
-def held_out_split(df: pl.DataFrame, seed: int = 7) -> dict[str, Any]:
+def held_out_split(df: pl.DataFrame, seed: int = 7, params: dict | None = None) -> dict[str, Any]:
     """Figures of one family-wise split (see the module docstring)."""
     rng = np.random.default_rng(seed)
     families = sorted(df.filter(pl.col("label") == "dga")["family"].unique().to_list())
@@ -78,7 +81,7 @@ def held_out_split(df: pl.DataFrame, seed: int = 7) -> dict[str, Any]:
         is_benign, rng.random(df.height) < HOLDOUT_FRACTION, df["family"].is_in(held).to_numpy()
     )
     train, test = df.filter(pl.Series(~test_mask)), df.filter(pl.Series(test_mask))
-    model = fit_with_threshold(train, seed)
+    model = fit_with_threshold(train, seed, params)
     scores = model.score(test["domain"])
     tb = (test["label"] == "benign").to_numpy()
     benign, malicious = scores[tb], scores[~tb]
@@ -122,7 +125,9 @@ def held_out_split(df: pl.DataFrame, seed: int = 7) -> dict[str, Any]:
     }
 
 
-def group_folds(df: pl.DataFrame, seed: int = 7, folds: int = FOLDS) -> dict[str, Any]:
+def group_folds(
+    df: pl.DataFrame, seed: int = 7, folds: int = FOLDS, params: dict | None = None
+) -> dict[str, Any]:
     """AUC and detection at 0.1% FPR over `folds` family-wise folds."""
     from sklearn.model_selection import GroupKFold
 
@@ -139,7 +144,12 @@ def group_folds(df: pl.DataFrame, seed: int = 7, folds: int = FOLDS) -> dict[str
     for i in range(folds):
         test = pl.Series(fold == i)
         train_df, test_df = df.filter(~test), df.filter(test)
-        model = dga.fit(train_df["domain"], (train_df["label"] == "dga").to_numpy())
+        model = dga.fit(
+            train_df["domain"],
+            (train_df["label"] == "dga").to_numpy(),
+            params,
+            groups=train_df["family"],
+        )
         s = model.score(test_df["domain"])
         tb = (test_df["label"] == "benign").to_numpy()
         out.append(

@@ -20,7 +20,9 @@ offsets + bytes) with numpy: lower-casing by table, the suffix by a
 polynomial hash of every "last k labels" suffix looked up in the hashed PSL
 (wildcard and exception rules included), the label's bytes gathered into one
 flat array, and per-label figures summed with `np.add.reduceat` and `np.bincount`; the
-names are processed in chunks of `CHUNK` so the per-byte arrays stay in cache.
+names are processed in chunks of `CHUNK` so the per-byte arrays stay in cache. The
+n-gram side (benign tables, their per-label statistics, the n-gram component's
+indices) is `dga_ngrams`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from lightsoc.detect.ml import dga_ngrams as N
+
+# re-exported: `dga` and the tests use them through this module
+from lightsoc.detect.ml.dga_ngrams import ALPHABET as ALPHABET
+from lightsoc.detect.ml.dga_ngrams import NGRAM_SIZE as NGRAM_SIZE
+from lightsoc.detect.ml.dga_ngrams import SEEN_ORDERS as SEEN_ORDERS
+from lightsoc.detect.ml.dga_ngrams import SEEN_SIZE as SEEN_SIZE
+from lightsoc.detect.ml.dga_ngrams import benign_tables as benign_tables
 
 #: dynamic-DNS zones whose subdomains anyone registers: a name under them is scored on
 #: its own first label (FreeDNS/afraid.org, ChangeIP, Dynu are not in the PSL at all;
@@ -49,9 +60,7 @@ DDNS_SUFFIXES = (
 )
 MAX_NAME = 253
 MAX_LABEL = 63
-#: character codes: 0 = label boundary, then a-z, 0-9, '-', '_', anything else
-ALPHABET = 40
-OTHER = 39
+OTHER = 39  # the code of anything outside a-z, 0-9, '-', '_' (see `dga_ngrams`)
 #: suffix classes (one-hot in the model; the order is part of the model format). An
 #: unknown TLD (`.bazar`, but also `.lan`, `.internal`) joins "gtld": a class of its own
 #: would learn "unknown TLD = DGA" from the one family using one, and flag intranets.
@@ -68,11 +77,7 @@ FEATURES = (
     "unique_ratio",
     "letter_digit_switches",
     "hex",
-    "bigram_ll",
-    "trigram_ll",
-    "rare_bigram_share",
-    "seen4_share",
-    "seen5_share",
+    *N.COLUMNS,
     *(f"tld_{c}" for c in TLD_CLASSES),
 )
 
@@ -108,16 +113,7 @@ _CAT[37] = 5
 _LD = np.array([0, 1, 1, 2])  # class -> 0 other, 1 letter, 2 digit
 _LOG2 = np.log2(np.maximum(np.arange(MAX_LABEL + 2), 1))
 _INV = 1.0 / np.maximum(np.arange(MAX_LABEL + 2), 1)
-_RARE = np.float32(np.log(0.005))  # a bigram rarer than this in benign names
-CHUNK = 32768
-#: 4- and 5-grams of benign labels are kept as bit sets (`SEEN_SIZE` bits)
-SEEN_ORDERS = (4, 5)
-SEEN_BITS = 22  # names per numpy pass: keeps the per-byte arrays in cache
-#: the n-gram component: one weight per bigram and trigram (exact; the closing ones, with
-#: the end marker, end in code 0, which no inner n-gram does) and per 4-gram hashed into
-#: 2**NGRAM_BITS slots; `NGRAM_SIZE` weights in all
-NGRAM_BITS = 16
-NGRAM_SIZE = ALPHABET**2 + ALPHABET**3 + (1 << NGRAM_BITS)
+CHUNK = 32768  # names per numpy pass: keeps the per-byte arrays in cache
 
 # hash-set flags of a suffix
 _MIX = 0x9E3779B97F4A7C15
@@ -343,82 +339,6 @@ def split_labels(
     return codes, lengths, cls
 
 
-def _previous(codes: np.ndarray, starts: np.ndarray, back: int) -> list[np.ndarray]:
-    """[codes, the code 1 before, ..., `back` before], 0 (the boundary) before a label."""
-    out = [codes]
-    for _ in range(back):
-        prev = np.r_[0, out[-1][:-1]]
-        prev[starts] = 0  # the one before is 0 at a label start, so later shifts stay 0
-        out.append(prev)
-    return out
-
-
-def _grams(
-    codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray
-) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
-    """(n-gram index ending at each code for n = 2..5, with the boundary code 0 before the
-    label; the closing bigram/trigram of each label (boundary after it); each code's
-    position in its label). A 5-gram index is below 40**5 < 2**31."""
-    p = _previous(codes, starts, 4)
-    g = {2: p[1] * ALPHABET + codes}
-    g[3] = p[2] * ALPHABET**2 + g[2]
-    g[4] = p[3] * ALPHABET**3 + g[3]
-    g[5] = p[4] * ALPHABET**4 + g[4]
-    last = codes[starts + lengths - 1]
-    before_last = np.where(lengths > 1, codes[np.maximum(starts + lengths - 2, 0)], 0)
-    closing = {2: last * ALPHABET, 3: (before_last * ALPHABET + last) * ALPHABET}
-    pos = np.arange(codes.size) - np.repeat(starts, lengths)
-    return g, closing, pos
-
-
-def _seen_slot(gram: np.ndarray, order: int) -> np.ndarray:
-    """Bit index of an n-gram in its seen-set: exact for 4-grams (40**4 bits), hashed
-    to 2**SEEN_BITS for 5-grams (multiplicative hashing; int64 cannot overflow here)."""
-    if order == 4:
-        return gram
-    return ((gram.astype(np.int64) * 2654435761) >> 7) & ((1 << SEEN_BITS) - 1)
-
-
-SEEN_SIZE = {4: ALPHABET**4, 5: 1 << 22}
-
-
-def benign_tables(codes: np.ndarray, lengths: np.ndarray, alpha: float = 0.1) -> dict:
-    """What the features need to know of benign labels (`codes`, `lengths` as
-    `split_labels` gives them): conditional log-probability tables log P(c | previous 1
-    or 2 codes) with additive smoothing `alpha` (float32, ALPHABET**2 and **3 entries),
-    and the 4- and 5-grams seen in them as bit sets (packed uint8)."""
-    lengths = lengths[lengths > 0]
-    starts = np.cumsum(lengths) - lengths
-    out = {}
-    if codes.size:
-        g, closing, pos = _grams(codes, starts, lengths)
-    else:
-        g = {k: np.zeros(0, np.int64) for k in (2, 3, 4, 5)}
-        closing, pos = {2: g[2], 3: g[3]}, g[2]
-    for order in (2, 3):
-        grams = np.r_[g[order], closing[order]]
-        counts = np.bincount(grams, minlength=ALPHABET**order).reshape(-1, ALPHABET)
-        ctx = counts.sum(axis=1, keepdims=True)
-        logp = np.log((counts + alpha) / (ctx + alpha * ALPHABET))
-        out[f"logp{order}"] = logp.ravel().astype(np.float32)
-    for order in SEEN_ORDERS:
-        bits = np.zeros(SEEN_SIZE[order], dtype=bool)
-        bits[_seen_slot(g[order][pos >= order - 1], order)] = True
-        out[f"seen{order}"] = np.packbits(bits)
-    return out
-
-
-def ngram_index(
-    g: dict[int, np.ndarray], closing: dict[int, np.ndarray]
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Weight indices of the n-grams of labels (`_grams` output): per code, its bigram,
-    trigram and hashed 4-gram (start markers pad the first ones); per label, its closing
-    bigram and trigram. Every label has 3 * length + 2 of them."""
-    off3, off4 = ALPHABET**2, ALPHABET**2 + ALPHABET**3
-    h4 = ((g[4].astype(np.int64) * 2654435761) >> 9) & ((1 << NGRAM_BITS) - 1)
-    return [g[2], g[3] + off3, h4 + off4], [closing[2], closing[3] + off3]
-
-
 def features(names: list[str] | pl.Series, tables: dict[str, np.ndarray]) -> np.ndarray:
     """(n, len(FEATURES)) float64 feature matrix; rows of unscorable names are NaN."""
     return features_ngram(names, tables, None)[0]
@@ -474,17 +394,12 @@ def _features_chunk(
     prev_ld = np.r_[0, ld[:-1]]
     prev_ld[starts] = 0
     switches = per_label((ld * prev_ld == 2).view(np.int8))  # letter<->digit
-    g, closing, pos = _grams(codes, starts, lens)
+    g, closing, pos = N.grams(codes, starts, lens)
     if ngram is not None:
-        inner, ends = ngram_index(g, closing)
+        inner, ends = N.ngram_index(g, closing)
         wsum = ngram[inner[0]] + ngram[inner[1]] + ngram[inner[2]]
         zl = per_label(wsum) + ngram[ends[0]] + ngram[ends[1]]
         z[ok] = zl / np.sqrt(3.0 * L + 2.0)
-    t2, t3 = tables["logp2"], tables["logp3"]
-    lp2 = t2[g[2]]
-    rare = per_label((lp2 < _RARE).view(np.int8)) / (L + 1)
-    ll2 = (per_label(lp2) + t2[closing[2]]) / (L + 1)
-    ll3 = (per_label(t3[g[3]]) + t3[closing[3]]) / (L + 1)
     # runs of one character class: a run starts where the class changes or a label does
     change = np.r_[True, cl[1:] != cl[:-1]]
     change[starts] = True
@@ -492,15 +407,7 @@ def _features_chunk(
     run = at - np.maximum.accumulate(np.where(change, at, 0)) + 1
     cons_run = np.maximum.reduceat(np.where(cl == 1, run, 0), starts)
     digit_run = np.maximum.reduceat(np.where(cl == 3, run, 0), starts)
-    seen = []
-    for order in SEEN_ORDERS:
-        bits = tables[f"seen{order}"]  # packed: 8 n-grams a byte (0.9 MB, stays in cache)
-        whole = pos >= order - 1  # a whole n-gram inside the label ends here
-        slot = _seen_slot(g[order], order)
-        hit = ((bits[slot >> 3] >> (7 - (slot & 7))) & 1).astype(bool) & whole
-        grams = np.maximum(L - (order - 1), 0)  # whole n-grams inside the label
-        share = per_label(hit.view(np.int8)) / np.maximum(grams, 1)
-        seen.append(np.where(grams > 0, share, 1.0))  # too short to tell: like benign
+    grams = N.ngram_columns(g, closing, pos, starts, lens, tables)
     onehot = np.zeros((m, len(TLD_CLASSES)))
     onehot[np.arange(m), cls[ok]] = 1.0
     x[ok] = np.column_stack(
@@ -516,10 +423,7 @@ def _features_chunk(
             distinct / L,
             switches / L,
             ((hexes == lens) & (digits > 0) & (lens >= 8)).astype(np.float64),
-            ll2,
-            ll3,
-            rare,
-            *seen,
+            *grams,
             onehot,
         ]
     )

@@ -156,7 +156,10 @@ def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: 
         else build_ruleset(config, stores.data_dir, stores.state if has_state else None)
     )
     ml = ml_detector(config, stores.data_dir) if "detectors" not in kw else None
-    kw.setdefault("detectors", [d for d in (rules, ml) if d is not None and (len(d) or d is live)])
+    # The ML detector stays even with no model loaded yet: a scheduled retrain can add one.
+    kw.setdefault(
+        "detectors", [d for d in (rules, ml) if d is not None and (len(d) or d is live or d is ml)]
+    )
     levels = {r.id: r.level for r in rules.rules} | (ml.levels if ml else {})
     tags = {r.id: list(r.tags) for r in rules.rules} | (ml.tags if ml else {})
     if live is not None:

@@ -186,7 +186,8 @@ def start_background(
                     "correlation scheduler: %d rule(s) every %s", len(sched.rules), sched.interval
                 )
             if ml is not None:
-                log.info("ml jobs: %s", ", ".join(j.kind for j, _ in ml.jobs))
+                kinds = [j.kind for j, _ in ml.jobs] + [f"retrain-{r.kind}" for r, _ in ml.retrain]
+                log.info("ml jobs: %s", ", ".join(kinds))
             _loop(sched, ml, stop)
         finally:
             if dispatcher is not None:

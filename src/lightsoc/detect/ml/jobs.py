@@ -6,6 +6,11 @@ and raises them. The time a job last ran is a watermark in the state store
 (`ml:<kind>`), so a restart neither reruns a job early nor skips one. Each
 candidate names the day its run ended as its window: hourly reruns over an
 overlapping day update one alert and never count a pair twice.
+
+The same loop retrains the stream models when `detect.ml.retrain.<kind>` is on
+(`retrain.RetrainJob`, watermark `ml:retrain-<kind>`): a run that keeps the
+current model (too little data, a worse candidate) advances the watermark; a
+run that fails is retried at the next tick, like a window job.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -26,7 +32,9 @@ from lightsoc.store.base import TimeRange
 if TYPE_CHECKING:
     from lightsoc.alerts.store import AlertStore
     from lightsoc.config import Config, MLJobConfig
+    from lightsoc.config_ml import RetrainConfig
     from lightsoc.detect.correlation_eval import AllowFilter
+    from lightsoc.detect.ml.retrain import RetrainJob
     from lightsoc.store.events_duckdb import DuckDBEventStore
     from lightsoc.store.state import StateStore
 
@@ -230,6 +238,8 @@ class JobRun:
     new: int = 0
     updated: int = 0
     error: str | None = None
+    #: what a retraining run did (saved, or why the current model was kept)
+    note: str | None = None
 
 
 class MLJobs:
@@ -244,11 +254,14 @@ class MLJobs:
         *,
         notify: Callable[[list[dict[str, Any]]], None] | None = None,
         allow: AllowFilter | None = None,
+        retrain: Sequence[tuple[RetrainJob, RetrainConfig]] = (),
     ) -> None:
         from lightsoc.store.state_detect import WatermarkStore
 
         self.events = events
+        self.state = state
         self.jobs = list(jobs)
+        self.retrain = list(retrain)
         self.alerts = alerts
         self.watermarks = WatermarkStore(state)
         self.notify = notify
@@ -270,7 +283,28 @@ class MLJobs:
             if last is not None and now - last < cfg.interval:
                 continue
             done.append(self.run_job(job, cfg, now))
+        for rj, rcfg in self.retrain:
+            if stop is not None and stop.is_set():
+                break
+            last = marks.get(f"ml:retrain-{rj.kind}")
+            if last is not None and now - last < rcfg.interval:
+                continue
+            done.append(self.run_retrain(rj, rcfg, now))
         return done
+
+    def run_retrain(self, job: RetrainJob, cfg: RetrainConfig, end: datetime) -> JobRun:
+        """One retraining over [end - lookback, end); the watermark advances unless it
+        failed (keeping the current model for want of data is not a failure)."""
+        run = JobRun(f"retrain-{job.kind}", end - cfg.lookback, end)
+        try:
+            out = job.run(self.events, self.state, cfg, run.start, end)
+            run.events, run.note = out.events, out.reason
+            self.watermarks.set_many([f"ml:{run.kind}"], end)
+        except Exception as exc:  # a failed retraining keeps the current model
+            log.exception("ml retrain %s failed; the current model stays", job.kind)
+            run.error = f"{type(exc).__name__}: {exc}"
+        self.runs = [*self.runs[-99:], run]
+        return run
 
     def run_job(self, job: WindowJob, cfg: MLJobConfig, end: datetime) -> JobRun:
         """One run of `job` over [end - lookback, end); the watermark advances unless it failed."""
@@ -312,16 +346,25 @@ class MLJobs:
 def from_config(
     config: Config, events: DuckDBEventStore, state: StateStore, **kw: Any
 ) -> MLJobs | None:
-    """The enabled jobs of `detect.ml.jobs` that lightsoc implements (None: none)."""
+    """The enabled jobs of `detect.ml.jobs` and `detect.ml.retrain` (None: none)."""
     from lightsoc.alerts.store import AlertStore
     from lightsoc.detect.correlation_eval import AllowFilter
+    from lightsoc.detect.ml.retrain import KINDS as RETRAIN_KINDS
+    from lightsoc.detect.ml.retrain import RetrainJob
 
     cfgs = config.detect.ml.jobs
     jobs = [(JOBS[k], getattr(cfgs, k)) for k in JOBS if getattr(cfgs, k).enabled]
     if cfgs.lda.enabled:
         jobs.append((lda_job(state, cfgs.lda.top, config.detect.ml.feedback_duplication), cfgs.lda))
-    if not jobs:
+    rcfgs = config.detect.ml.retrain
+    retrain = [
+        (RetrainJob(k, Path(config.data_dir)), getattr(rcfgs, k))
+        for k in RETRAIN_KINDS
+        if getattr(rcfgs, k).enabled
+    ]
+    if not jobs and not retrain:
         return None
+    kw.setdefault("retrain", retrain)
     kw.setdefault("allow", AllowFilter.for_config(config, state))
     kw.setdefault("alerts", AlertStore.for_config(state, config))
     return MLJobs(events, state, jobs, **kw)

@@ -9,12 +9,19 @@ appending the model's rule title/id to `rule.name`/`rule.id` and raising
 
 A model that cannot be loaded (missing, corrupt, from another version) is
 logged and left out: the pipeline runs on without it, never crashes.
+
+Models follow their files without a restart (a scheduled retraining saves a
+new one, `detect.ml.retrain`): every `reload_seconds` (default 30) a batch
+first checks each model directory `modelfile.resolve` picks (its path and its
+files' inode, size and mtime); a changed one is loaded and swapped in. A new
+file that does not load is logged once and the model in use is kept.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: distinct values scored per model call
 SCORE_SLICE = 4096
+#: how often the model files are checked for a new model (seconds)
+RELOAD_SECONDS = 30.0
 
 
 def _web_targets(df: pl.DataFrame) -> pl.Series:
@@ -85,12 +94,41 @@ class _Loaded:
     threshold: float
 
 
+def model_stamp(kind: str, data_dir: Path | None) -> tuple[object, ...] | None:
+    """What model `kind` is now: its directory and its files' inode, size and mtime."""
+    from lightsoc.detect.ml.modelfile import ModelError, resolve
+
+    try:
+        path = resolve(kind, data_dir)
+    except ModelError:
+        return None
+    out: list[object] = [str(path)]
+    for name in ("meta.json", "model.npz"):
+        try:
+            st = (path / name).stat()
+        except OSError:  # being replaced: the next check sees the new one
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 @dataclass
 class MLDetector:
     """Scores each batch with the loaded per-event models (see the module doc)."""
 
     loaded: list[_Loaded] = field(default_factory=list)
     errors: int = 0
+    kinds: list[str] = field(default_factory=list)
+    data_dir: Path | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    #: seconds between checks for new model files (0: never)
+    reload_seconds: float = RELOAD_SECONDS
+    #: models swapped in since start, and new model files that failed to load
+    reloads: int = 0
+    reload_errors: int = 0
+    _stamps: dict[str, object] = field(default_factory=dict)
+    _next_check: float = 0.0
 
     @classmethod
     def load(
@@ -98,9 +136,12 @@ class MLDetector:
         kinds: Sequence[str],
         data_dir: Path | None,
         thresholds: Mapping[str, float] | None = None,
+        reload_seconds: float = RELOAD_SECONDS,
     ) -> MLDetector:
         """The models `kinds` (data directory's, else shipped); unloadable ones are skipped."""
-        out = cls()
+        out = cls(
+            data_dir=data_dir, thresholds=dict(thresholds or {}), reload_seconds=reload_seconds
+        )
         for kind in kinds:
             spec = STREAM_MODELS.get(kind)
             if spec is None:
@@ -108,14 +149,66 @@ class MLDetector:
                     "ml: %r is not a per-event model (stream: %s)", kind, ", ".join(STREAM_MODELS)
                 )
                 continue
+            out.kinds.append(kind)
+            out._stamps[kind] = model_stamp(kind, data_dir)
             try:
                 scorer = importlib.import_module(KINDS[kind]).load(data_dir, None)
             except Exception as e:  # noqa: BLE001 - any broken model: run without it
                 log.warning("ml: %s model not loaded, stream scoring without it: %s", kind, e)
                 continue
-            threshold = float((thresholds or {}).get(kind, scorer.threshold))
-            out.loaded.append(_Loaded(spec, scorer, threshold))
+            out.loaded.append(_Loaded(spec, scorer, out._threshold(kind, scorer)))
+        out._next_check = time.monotonic() + reload_seconds
         return out
+
+    def _threshold(self, kind: str, scorer: Any) -> float:  # noqa: ANN401
+        return float(self.thresholds.get(kind, scorer.threshold))
+
+    def check(self) -> list[str]:
+        """Load and swap in every model whose files changed; the kinds swapped.
+
+        A new file that does not load (corrupt, another kind or version) is
+        logged and the model in use kept; it is tried again when it changes.
+        """
+        swapped = []
+        for kind in self.kinds:
+            stamp = model_stamp(kind, self.data_dir)
+            if stamp == self._stamps.get(kind) or stamp is None or None in stamp:
+                continue
+            try:
+                scorer = importlib.import_module(KINDS[kind]).load(self.data_dir, None)
+            except Exception as e:  # noqa: BLE001 - a broken new file: keep the old model
+                self._stamps[kind] = stamp
+                self.reload_errors += 1
+                log.error(
+                    "ml: new %s model at %s not loaded, keeping the one in use: %s",
+                    kind,
+                    stamp[0],
+                    e,
+                )
+                continue
+            if model_stamp(kind, self.data_dir) != stamp:
+                continue  # replaced while loading: the next check loads the newest
+            self._stamps[kind] = stamp
+            fresh = _Loaded(STREAM_MODELS[kind], scorer, self._threshold(kind, scorer))
+            # a new list, one assignment: a batch being scored keeps the list it started with
+            models = [m for m in self.loaded if m.model.kind != kind] + [fresh]
+            self.loaded = sorted(models, key=lambda m: self.kinds.index(m.model.kind))
+            self.reloads += 1
+            swapped.append(kind)
+            log.info(
+                "ml: %s model reloaded from %s (threshold %.4f)", kind, stamp[0], fresh.threshold
+            )
+        return swapped
+
+    def _maybe_check(self) -> None:
+        if not self.reload_seconds or time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + self.reload_seconds
+        try:
+            self.check()
+        except Exception:  # a check must never cost a batch
+            log.exception("ml: checking for new models failed; keeping the models in use")
+            self.reload_errors += 1
 
     def __len__(self) -> int:
         return len(self.loaded)
@@ -129,6 +222,7 @@ class MLDetector:
         return {m.model.rule_id: list(m.model.tags) for m in self.loaded}
 
     def detect(self, df: pl.DataFrame) -> pl.DataFrame:
+        self._maybe_check()
         for m in self.loaded:
             try:
                 df = self._apply(df, m)

@@ -11,7 +11,8 @@ import pytest
 from lightsoc import schema
 from lightsoc.store import compaction
 from lightsoc.store.base import TimeRange
-from lightsoc.store.events_duckdb import SEARCH_FIRST_SEGMENTS, DuckDBEventStore
+from lightsoc.store.events_duckdb import DuckDBEventStore
+from lightsoc.store.events_search import SEARCH_FIRST_SEGMENTS
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SEGMENTS = 45

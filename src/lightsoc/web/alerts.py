@@ -19,6 +19,7 @@ from lightsoc.alerts.store import MAX_LIST, AlertNotFoundError, TransitionError
 from lightsoc.output import event_rows
 from lightsoc.store.base import TimeRange
 from lightsoc.timeutil import parse_duration, since_range
+from lightsoc.web.api import MAX_OFFSET
 from lightsoc.web.security import Principal, RowId
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def create_alerts_router(ctx: "WebContext") -> APIRouter:
         entity: str | None = None,
         rule: str | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """Alerts whose last hit is within `since`, most recent first.
 

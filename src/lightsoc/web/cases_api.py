@@ -37,6 +37,7 @@ from lightsoc.cases.store import (
 )
 from lightsoc.output import event_rows
 from lightsoc.store.base import TimeRange
+from lightsoc.web.api import MAX_OFFSET
 from lightsoc.web.security import Principal, RowId
 
 if TYPE_CHECKING:
@@ -324,7 +325,7 @@ def create_cases_api(ctx: "WebContext", actions: CaseActions) -> APIRouter:
         status: CaseStatus | None = None,
         owner: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """Cases, most recently updated first."""
         found = actions.store.find(status=status, owner=owner, limit=limit, offset=offset)

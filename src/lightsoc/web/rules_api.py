@@ -33,6 +33,7 @@ from lightsoc.store.state_alerts import alerts
 from lightsoc.store.state_rule_flags import RuleFlags
 from lightsoc.store.state_rules import MATCH_KINDS, SEVERITIES, RulesStore, SimpleRule
 from lightsoc.timeutil import parse_duration, since_range
+from lightsoc.web.api import MAX_OFFSET
 from lightsoc.web.security import Principal
 
 if TYPE_CHECKING:
@@ -270,7 +271,7 @@ def create_rules_router(ctx: "WebContext") -> APIRouter:
         since: str = "7d",
         kind: Literal["stream", "correlation", "simple", "ml"] | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 500,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """Every rule with its kind, state and alert counts within `since`."""
         check_since(since)

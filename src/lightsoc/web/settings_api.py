@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from lightsoc.auth import may_create_token
 from lightsoc.auth.users import MAX_PASSWORD, LastAdminError, UserError
+from lightsoc.web.api import MAX_OFFSET
 from lightsoc.web.security import SYSTEM_TOKEN_OWNER, Principal, RowId, client_ip
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ def create_settings_api_router(ctx: "WebContext") -> APIRouter:
         actor: Annotated[str, Query(max_length=200)] = "",
         action: Annotated[str, Query(max_length=60)] = "",
         limit: Annotated[int, Query(ge=1, le=1000)] = AUDIT_PAGE,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """Entries newest first; `action` matches a prefix (`login` finds `login_failed`)."""
         rows = ctx.audit.find(actor=actor, action=action, limit=limit, offset=offset)

@@ -19,6 +19,7 @@ from lightsoc.alerts.store import AlertNotFoundError
 from lightsoc.store.state_alerts import alerts as alerts_table
 from lightsoc.timeutil import since_range
 from lightsoc.web.alerts import alert_events
+from lightsoc.web.api import MAX_OFFSET
 from lightsoc.web.context import NavItem, WebContext
 from lightsoc.web.security import Principal, RowId
 
@@ -56,7 +57,7 @@ def router(ctx: WebContext) -> APIRouter:
         rule: Annotated[str, Query(max_length=200)] = "",
         entity: Annotated[str, Query(max_length=1000)] = "",
         since: str = "24h",
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> HTMLResponse:
         severity = severity if severity in SEVERITIES else ""
         status = status if status in STATUS_CHOICES else "active"

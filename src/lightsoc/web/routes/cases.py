@@ -20,6 +20,7 @@ from lightsoc.alerts.model import SEVERITIES
 from lightsoc.alerts.store import AlertNotFoundError
 from lightsoc.cases import render_markdown
 from lightsoc.cases.store import CASE_STATUSES, COMMENT_MAX, NARRATIVE_MAX, TITLE_MAX
+from lightsoc.web.api import MAX_OFFSET
 from lightsoc.web.cases_api import MAX_IDS, CaseActions, CaseCreate, CaseUpdate, create_cases_api
 from lightsoc.web.context import NavItem, WebContext
 from lightsoc.web.security import Principal, RowId
@@ -78,7 +79,7 @@ def router(ctx: WebContext) -> APIRouter:
         who: Viewer,
         status: Annotated[str | None, Query(max_length=20)] = None,
         owner: Annotated[str | None, Query(max_length=200)] = None,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> Response:
         status = status if status in CASE_STATUSES else None
         owner = (owner or "").strip() or None

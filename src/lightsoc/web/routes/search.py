@@ -23,6 +23,7 @@ from lightsoc import schema
 from lightsoc.store.query import QueryError, compile_query
 from lightsoc.store.state_searches import SavedSearches, SavedSearchLimitError
 from lightsoc.timeutil import parse_duration
+from lightsoc.web.api import MAX_OFFSET
 from lightsoc.web.context import NavItem, WebContext
 from lightsoc.web.security import Principal, RowId, client_ip
 
@@ -155,7 +156,7 @@ def router(ctx: WebContext) -> APIRouter:
     def list_saved(
         who: Auth,
         limit: Annotated[int, Query(ge=1, le=500)] = 200,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """The caller's saved searches and everybody's shared ones, by name."""
         items = saved.list(who.name, limit, offset)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from lightsoc.auth import ROLES
+from lightsoc.web.api import MAX_OFFSET
 from lightsoc.web.context import NavItem, WebContext
 from lightsoc.web.security import Principal
 from lightsoc.web.settings_api import (
@@ -37,7 +38,7 @@ def router(ctx: WebContext) -> APIRouter:
         who: Page,
         actor: Annotated[str, Query(max_length=200)] = "",
         action: Annotated[str, Query(max_length=60)] = "",
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> HTMLResponse:
         me = ctx.users.get(who.name)
         values: dict[str, object] = {

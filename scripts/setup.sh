@@ -20,6 +20,11 @@ done
 if [ ! -d /usr/share/fonts/opentype/noto ] || ! ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1; then
     APT_PACKAGES+=(fonts-noto-cjk)
 fi
+# The state-store tests run on a throwaway PostgreSQL cluster (tests/pg.py); its
+# binaries live in /usr/lib/postgresql/<version>/bin, not on PATH.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    APT_PACKAGES+=(postgresql)
+fi
 # Debian's python3 needs python3-venv for `-m venv`; a pyenv/python.org build has it.
 if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
     APT_PACKAGES+=(python3-venv)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -34,8 +33,8 @@ HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore.for_data_dir(tmp_path)
+def state(state_url: str) -> Iterator[StateStore]:
+    s = StateStore(state_url)
     yield s
     s.close()
 
@@ -243,12 +242,12 @@ def test_a_hit_spanning_two_windows_joins_the_latest(store: AlertStore) -> None:
     assert store.get(first.alert.id).count == 1
 
 
-def test_window_identity_includes_the_rule_and_survives_reopening(tmp_path: Path) -> None:
+def test_window_identity_includes_the_rule_and_survives_reopening(state_url: str) -> None:
     win = "user=root|2026-11-01T10:00Z/10:05Z"
-    s1 = StateStore.for_data_dir(tmp_path)
+    s1 = StateStore(state_url)
     AlertStore(s1).raise_alerts([cand(count=5, window=win)])
     s1.close()
-    s2 = StateStore.for_data_dir(tmp_path)  # a restarted scheduler reruns the window
+    s2 = StateStore(state_url)  # a restarted scheduler reruns the window
     store = AlertStore(s2)
     assert store.raise_alerts([cand(count=5, window=win)]) == []
     [other] = store.raise_alerts([cand(count=5, window=win, rule="spray")])
@@ -257,15 +256,15 @@ def test_window_identity_includes_the_rule_and_survives_reopening(tmp_path: Path
     s2.close()
 
 
-def test_concurrent_writers_open_one_alert(tmp_path: Path) -> None:
+def test_concurrent_writers_open_one_alert(state_url: str) -> None:
     """Processors raising the same (rule, entity) at once: one alert, every hit counted."""
-    StateStore.for_data_dir(tmp_path).close()
+    StateStore(state_url).close()
     threads_n, per_thread = 4, 15
     barrier = threading.Barrier(threads_n)
     errors: list[BaseException] = []
 
     def worker() -> None:
-        state = StateStore.for_data_dir(tmp_path)  # its own engine and connections
+        state = StateStore(state_url)  # its own engine and connections
         try:
             store = AlertStore(state)
             barrier.wait()
@@ -282,7 +281,7 @@ def test_concurrent_writers_open_one_alert(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors, errors
-    state = StateStore.for_data_dir(tmp_path)
+    state = StateStore(state_url)
     alerts = AlertStore(state).find(since=None)
     state.close()
     assert len(alerts) == 1 and alerts[0].count == threads_n * per_thread

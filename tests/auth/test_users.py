@@ -1,7 +1,8 @@
-"""UserStore on a real SQLite state store: passwords, lockout, sessions, tokens."""
+"""UserStore on real SQLite and PostgreSQL state stores: passwords, lockout, sessions, tokens."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,8 +16,10 @@ from lightsoc.store.state_users import sessions, users
 
 
 @pytest.fixture
-def store(tmp_path) -> UserStore:
-    return UserStore(StateStore.for_data_dir(tmp_path))
+def store(state_url: str) -> Iterator[UserStore]:
+    state = StateStore(state_url)
+    yield UserStore(state)
+    state.close()
 
 
 def test_passwords_are_argon2id_hashes_never_the_text(store: UserStore) -> None:
@@ -113,8 +116,8 @@ def test_disabling_or_demoting_ends_sessions(store: UserStore) -> None:
     assert store.admins_enabled() == 0
 
 
-def test_tokens_act_as_their_owner_capped_by_scope(tmp_path) -> None:
-    state = StateStore.for_data_dir(tmp_path)
+def test_tokens_act_as_their_owner_capped_by_scope(state_url: str) -> None:
+    state = StateStore(state_url)
     token = state.create_token("automation", "admin", owner="ana")
     info = state.verify_token(token)
     assert info is not None and info.owner == "ana"
@@ -129,8 +132,8 @@ def test_tokens_act_as_their_owner_capped_by_scope(tmp_path) -> None:
     assert state.verify_token(token) is None
 
 
-def test_the_audit_log_keeps_who_did_what(tmp_path) -> None:
-    audit = AuditLog(StateStore.for_data_dir(tmp_path))
+def test_the_audit_log_keeps_who_did_what(state_url: str) -> None:
+    audit = AuditLog(StateStore(state_url))
     audit.record("adm", "user_add", "ana", client_ip="127.0.0.1", role="analyst")
     audit.record("ana", "login", client_ip="127.0.0.1")
     audit.record("ana", "login_bad_credentials", client_ip="127.0.0.1")
@@ -140,25 +143,26 @@ def test_the_audit_log_keeps_who_did_what(tmp_path) -> None:
     assert rows[0]["at"].tzinfo is not None
 
 
-def test_an_old_state_store_gains_the_token_owner_column(tmp_path) -> None:
-    path = tmp_path / "state.sqlite"
-    engine = sa.create_engine(f"sqlite:///{path}")
+def test_an_old_state_store_gains_the_token_owner_column(state_url: str) -> None:
+    pg = state_url.startswith("postgresql")
+    serial = "SERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY"
+    ts = "TIMESTAMP WITH TIME ZONE" if pg else "DATETIME"
+    engine = sa.create_engine(state_url)
     with engine.begin() as conn:  # the api_tokens table as migration 1 made it before users
         conn.execute(
             sa.text(
-                "CREATE TABLE api_tokens (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL,"
+                f"CREATE TABLE api_tokens (id {serial}, name VARCHAR(200) NOT NULL,"
                 " scope VARCHAR(50) NOT NULL, token_hash VARCHAR(64) NOT NULL UNIQUE,"
-                " created DATETIME NOT NULL, last_used DATETIME, revoked BOOLEAN NOT NULL)"
+                f" created {ts} NOT NULL, last_used {ts}, revoked BOOLEAN NOT NULL)"
             )
         )
         conn.execute(
             sa.text(
-                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
-                " applied DATETIME NOT NULL)"
+                f"CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied {ts} NOT NULL)"
             )
         )
         conn.execute(sa.text("INSERT INTO schema_version VALUES (1, '2026-01-01 00:00:00')"))
     engine.dispose()
-    state = StateStore.for_data_dir(tmp_path)
+    state = StateStore(state_url)
     token = state.create_token("x", "read", owner="ana")
     assert state.verify_token(token).owner == "ana"

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -27,17 +25,11 @@ from lightsoc.store.state import StateStore
 from lightsoc.store.state_cases import case_alerts, cases
 
 T0 = datetime(2026, 11, 29, 21, 0, tzinfo=UTC)
-BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("LIGHTSOC_TEST_POSTGRES_URL") else [])
 
 
-@pytest.fixture(params=BACKENDS)
-def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    url = (
-        f"sqlite:///{tmp_path / 'state.sqlite'}"
-        if request.param == "sqlite"
-        else os.environ["LIGHTSOC_TEST_POSTGRES_URL"]
-    )
-    store = StateStore(url)
+@pytest.fixture
+def state(state_url: str) -> Iterator[StateStore]:
+    store = StateStore(state_url)
     yield store
     store.close()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 
@@ -24,8 +22,8 @@ def names(df: pl.DataFrame) -> list[list[str] | None]:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> StateStore:
-    s = StateStore.for_data_dir(tmp_path)
+def state(state_url: str) -> StateStore:
+    s = StateStore(state_url)
     yield s
     s.close()
 

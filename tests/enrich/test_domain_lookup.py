@@ -83,8 +83,8 @@ def service() -> Iterator[Service]:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore.for_data_dir(tmp_path)
+def state(state_url: str) -> Iterator[StateStore]:
+    s = StateStore(state_url)
     yield s
     s.close()
 

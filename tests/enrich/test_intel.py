@@ -27,8 +27,8 @@ SURICATA = DATA / "flows" / "stratosphere" / "test6-malicious.suricata.json"
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> StateStore:
-    s = StateStore.for_data_dir(tmp_path)
+def state(state_url: str) -> StateStore:
+    s = StateStore(state_url)
     yield s
     s.close()
 

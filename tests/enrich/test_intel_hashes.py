@@ -248,8 +248,8 @@ def test_pipeline_matches_file_hashes(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> StateStore:
-    s = StateStore.for_data_dir(tmp_path)
+def state(state_url: str) -> StateStore:
+    s = StateStore(state_url)
     yield s
     s.close()
 

@@ -10,8 +10,9 @@ from lightsoc.store.state import StateStore
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 
 
-def test_alerts_are_counted_per_severity_and_bucket(tmp_path):
-    store = AlertStore(StateStore.for_data_dir(tmp_path))
+def test_alerts_are_counted_per_severity_and_bucket(state_url: str) -> None:
+    state = StateStore(state_url)
+    store = AlertStore(state)
     hits = [  # (minute of first hit, severity, entity)
         (1, "high", "10.0.0.1"),
         (14, "high", "10.0.0.2"),
@@ -42,3 +43,4 @@ def test_alerts_are_counted_per_severity_and_bucket(tmp_path):
     # a time range (by first hit): start inclusive, end exclusive
     window = store.severity_histogram(900, T0 + timedelta(minutes=14), T0 + timedelta(minutes=50))
     assert window == {"high": [(epoch, 1), (epoch + 900, 1)], "low": [(epoch + 900, 1)]}
+    state.close()

@@ -1,8 +1,13 @@
 """State store: settings, API tokens and other transactional state.
 
 SQLAlchemy Core over SQLite by default (`<data_dir>/state.sqlite`); the same
-code runs on PostgreSQL. Schema changes are numbered migrations applied in
-order on open; the applied version is recorded in `schema_version`.
+code runs on PostgreSQL (psycopg 3; `tests/pg.py` runs the state tests on both).
+Schema changes are numbered migrations applied in order on open; the applied
+version is recorded in `schema_version`.
+
+Where the two differ, this module evens them out: `upsert` (one atomic
+statement on both), PostgreSQL sessions in UTC and READ COMMITTED (what the
+alert lock relies on), and NUL characters, which PostgreSQL text cannot hold.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import importlib
 import pkgutil
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
 metadata = sa.MetaData()
@@ -113,11 +121,28 @@ class StateStore:
     """Transactional state through SQLAlchemy Core."""
 
     def __init__(self, url: str) -> None:
-        self.engine: Engine = sa.create_engine(url, future=True)
+        url = driver_url(url)
+        if _is_pg(url):
+            self.engine: Engine = sa.create_engine(
+                url,
+                # aware datetimes come back in UTC whatever the server's timezone
+                connect_args={"options": "-c timezone=UTC"},
+                # each statement sees what committed before it: after waiting for the
+                # alert lock, a writer reads the alerts the previous holder opened
+                isolation_level="READ COMMITTED",
+                pool_pre_ping=True,
+            )
+            sa.event.listen(self.engine, "before_cursor_execute", _strip_nul, retval=True)
+        else:
+            self.engine = sa.create_engine(url)
+            if url.startswith("sqlite"):
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._touched: dict[int, float] = {}
-        if url.startswith("sqlite"):
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.migrate()
+
+    def display_url(self) -> str:
+        """The URL with any password masked: for logs and messages."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, url: str = "sqlite") -> StateStore:
@@ -160,11 +185,7 @@ class StateStore:
 
     def set_setting(self, key: str, value: object) -> None:
         with self.engine.begin() as conn:
-            updated = conn.execute(
-                settings.update().where(settings.c.key == key).values(value=value)
-            ).rowcount
-            if not updated:
-                conn.execute(settings.insert().values(key=key, value=value))
+            upsert(conn, settings, {"key": key, "value": value}, ["key"])
 
     # -- API tokens ------------------------------------------------------
     def create_token(self, name: str, scope: str, owner: str | None = None) -> str:
@@ -255,6 +276,65 @@ class StateStore:
             return conn.execute(
                 api_tokens.update().where(api_tokens.c.name == name).values(revoked=True)
             ).rowcount
+
+
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    values: Mapping[str, Any],
+    keys: Sequence[str],
+    update: Mapping[str, Any] | None = None,
+) -> None:
+    """Insert `values`, or on a conflict of the unique `keys` set `update` (default: the
+    other values) — one statement, so two writers never both insert (an update of no
+    row takes no lock on PostgreSQL). `update` values may be expressions of the row."""
+    if update is None:
+        update = {k: v for k, v in values.items() if k not in keys}
+    if conn.dialect.name == "postgresql":
+        stmt: Any = pg_dialect.insert(table)
+    elif conn.dialect.name == "sqlite":
+        stmt = sqlite_dialect.insert(table)
+    else:  # no native upsert: update first (racy without a lock; SQLite/PG never get here)
+        if not conn.execute(
+            table.update().where(*(table.c[k] == values[k] for k in keys)).values(**update)
+        ).rowcount:
+            conn.execute(table.insert().values(**values))
+        return
+    stmt = stmt.values(**values)
+    if update:
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(update))
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(stmt)
+
+
+def _no_nul(value: Any) -> Any:  # noqa: ANN401
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {k: _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_no_nul(v) for v in value)
+    return value
+
+
+def _strip_nul(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ANN202
+    """PostgreSQL text cannot hold NUL (SQLite can): log-derived values (an entity, an
+    event summary) may contain one, so it is stored as U+FFFD instead of failing the
+    write; lookups go through the same replacement and still match."""
+    return statement, _no_nul(parameters)
+
+
+def driver_url(url: str) -> str:
+    """`postgresql://` and `postgres://` (libpq style) as SQLAlchemy's psycopg 3 URL."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _is_pg(url: str) -> bool:
+    return url.startswith("postgresql")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001

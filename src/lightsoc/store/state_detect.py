@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lightsoc.store.state import StateStore, metadata, migration
+from lightsoc.store.state import StateStore, metadata, migration, upsert
 
 detect_watermarks = sa.Table(
     "detect_watermarks",
@@ -49,20 +49,14 @@ class WatermarkStore:
         """Set the watermark of these rules (never moves one backwards)."""
         now = datetime.now(UTC)
         wm = _utc(watermark)
+        t = detect_watermarks
         with self.engine.begin() as conn:
             for rid in rule_ids:
-                old = conn.execute(
-                    sa.select(detect_watermarks.c.watermark).where(
-                        detect_watermarks.c.rule_id == rid
-                    )
-                ).scalar()
-                if old is None:
-                    conn.execute(
-                        detect_watermarks.insert().values(rule_id=rid, watermark=wm, updated=now)
-                    )
-                elif _utc(old) < wm:
-                    conn.execute(
-                        detect_watermarks.update()
-                        .where(detect_watermarks.c.rule_id == rid)
-                        .values(watermark=wm, updated=now)
-                    )
+                # insert-if-absent then advance-only update: two schedulers starting the
+                # same rule never collide on the key (PostgreSQL locks no absent row)
+                upsert(conn, t, {"rule_id": rid, "watermark": wm, "updated": now}, ["rule_id"], {})
+                conn.execute(
+                    t.update()
+                    .where(t.c.rule_id == rid, t.c.watermark < wm)
+                    .values(watermark=wm, updated=now)
+                )

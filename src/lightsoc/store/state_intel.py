@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lightsoc.store.state import StateStore, metadata, migration
+from lightsoc.store.state import StateStore, metadata, migration, upsert
 
 CONFIDENCES = ("Low", "Medium", "High")
 _CHUNK = 5000
@@ -96,13 +96,8 @@ class IndicatorRow:
 
 
 def _bump(conn: Connection) -> None:
-    updated = conn.execute(
-        intel_meta.update()
-        .where(intel_meta.c.key == "version")
-        .values(value=intel_meta.c.value + 1)
-    ).rowcount
-    if not updated:
-        conn.execute(intel_meta.insert().values(key="version", value=1))
+    bumped = {"value": intel_meta.c.value + 1}
+    upsert(conn, intel_meta, {"key": "version", "value": 1}, ["key"], bumped)
 
 
 class IntelStore:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lightsoc.store.state import StateStore, metadata, migration
+from lightsoc.store.state import StateStore, metadata, migration, upsert
 
 rule_flags = sa.Table(
     "rule_flags",
@@ -41,11 +41,9 @@ def _rule_flags_1(conn: Connection) -> None:
 
 
 def _bump(conn: Connection) -> None:
-    updated = conn.execute(
-        rule_meta.update().where(rule_meta.c.key == "version").values(value=rule_meta.c.value + 1)
-    ).rowcount
-    if not updated:
-        conn.execute(rule_meta.insert().values(key="version", value=1))
+    upsert(
+        conn, rule_meta, {"key": "version", "value": 1}, ["key"], {"value": rule_meta.c.value + 1}
+    )
 
 
 class RuleFlags:

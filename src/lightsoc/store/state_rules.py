@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lightsoc.store.state import StateStore, metadata, migration
+from lightsoc.store.state import StateStore, metadata, migration, upsert
 from lightsoc.store.state_rule_flags import rule_meta
 
 MATCH_KINDS = ("regex", "contains", "equals")
@@ -58,9 +58,8 @@ def _rules_1(conn: Connection) -> None:
 
 def _bump(conn: Connection) -> None:
     """Count a change, in the transaction that makes it."""
-    key = rule_meta.c.key == VERSION_KEY
-    if not conn.execute(rule_meta.update().where(key).values(value=rule_meta.c.value + 1)).rowcount:
-        conn.execute(rule_meta.insert().values(key=VERSION_KEY, value=1))
+    bumped = {"value": rule_meta.c.value + 1}
+    upsert(conn, rule_meta, {"key": VERSION_KEY, "value": 1}, ["key"], bumped)
 
 
 @dataclass

@@ -275,21 +275,23 @@ class MLJobs:
         starts once `stop` is set (the server is closing its stores)."""
         now = (now or datetime.now(UTC)).astimezone(UTC)
         marks = self.watermarks.get_all()
+        # (watermark, interval, run): the window jobs first, then the retraining
+        due: list[tuple[str, timedelta, Callable[[], JobRun]]] = [
+            (f"ml:{j.kind}", c.interval, functools.partial(self.run_job, j, c, now))
+            for j, c in self.jobs
+        ]
+        due += [
+            (f"ml:retrain-{r.kind}", c.interval, functools.partial(self.run_retrain, r, c, now))
+            for r, c in self.retrain
+        ]
         done = []
-        for job, cfg in self.jobs:
+        for mark, interval, run in due:
             if stop is not None and stop.is_set():
                 break
-            last = marks.get(f"ml:{job.kind}")
-            if last is not None and now - last < cfg.interval:
+            last = marks.get(mark)
+            if last is not None and now - last < interval:
                 continue
-            done.append(self.run_job(job, cfg, now))
-        for rj, rcfg in self.retrain:
-            if stop is not None and stop.is_set():
-                break
-            last = marks.get(f"ml:retrain-{rj.kind}")
-            if last is not None and now - last < rcfg.interval:
-                continue
-            done.append(self.run_retrain(rj, rcfg, now))
+            done.append(run())
         return done
 
     def run_retrain(self, job: RetrainJob, cfg: RetrainConfig, end: datetime) -> JobRun:

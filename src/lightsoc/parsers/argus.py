@@ -52,14 +52,10 @@ from typing import Any
 
 import polars as pl
 
+from lightsoc.parsers._record_exprs import labels_expr, seconds_ns
 from lightsoc.parsers.base import OK, Parser
 from lightsoc.parsers.web_access import as_text
-from lightsoc.parsers.zeek import (
-    TCP_ANSWERED_STATES,
-    TCP_FAILED_STATES,
-    labels_expr,
-    seconds_ns,
-)
+from lightsoc.parsers.zeek import TCP_ANSWERED_STATES, TCP_FAILED_STATES
 from lightsoc.registry import register
 from lightsoc.schema import POLARS_SCHEMA
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import polars as pl
 
+from lightsoc.parsers._record_exprs import labels_expr, seconds_ns, total
 from lightsoc.parsers.base import OK, Parser
 from lightsoc.parsers.web_access import as_text
-from lightsoc.parsers.zeek import labels_expr, seconds_ns, total
 from lightsoc.registry import register
 from lightsoc.schema import POLARS_SCHEMA
 

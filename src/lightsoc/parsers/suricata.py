@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import polars as pl
 
+from lightsoc.parsers._record_exprs import RX_IP, labels_expr, total
 from lightsoc.parsers.base import OK, Parser
 from lightsoc.parsers.nginx_json import decode_objects, parse_time
 from lightsoc.parsers.web_access import as_text, outcome_expr, split_url_exprs
-from lightsoc.parsers.zeek import RX_IP, labels_expr, total
 from lightsoc.registry import register
 from lightsoc.schema import POLARS_SCHEMA
 

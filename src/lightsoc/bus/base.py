@@ -44,6 +44,10 @@ class RawBatch:
     skipped: int = 0
     #: records are ECS columns already (decoded by the source)
     parsed: bool = False
+    #: stable id of the batch on a shared bus (the same on every redelivery)
+    batch_id: str = ""
+    #: when a collector sent it (epoch seconds; end-to-end latency)
+    sent: float = 0.0
     on_commit: Callable[[bool], None] | None = field(default=None, repr=False)
 
 

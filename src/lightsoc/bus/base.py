@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -48,6 +49,8 @@ class RawBatch:
     batch_id: str = ""
     #: when a collector sent it (epoch seconds; end-to-end latency)
     sent: float = 0.0
+    #: where a shared bus delivered it from (Redis entry id, Kafka partition/offset), for `ack`
+    bus_ref: Any = field(default=None, repr=False)
     on_commit: Callable[[bool], None] | None = field(default=None, repr=False)
 
 

@@ -17,13 +17,13 @@ class GatedStore(DuckDBEventStore):
         self.gate = threading.Event()
         self.timeout = timeout
 
-    def append(self, *a: Any, **kw: Any) -> None:
+    def append(self, *a: Any, **kw: Any) -> bool:
         self.gate.wait(self.timeout)
-        super().append(*a, **kw)
+        return super().append(*a, **kw)
 
 
 class BrokenStore(DuckDBEventStore):
     """A store whose disk is always full: nothing is ever committed."""
 
-    def append(self, *a: Any, **kw: Any) -> None:
+    def append(self, *a: Any, **kw: Any) -> bool:
         raise OSError("disk full")

@@ -245,6 +245,8 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._to_writer: queue.Queue[tuple[RawBatch, ProcessedBatch] | None] = queue.Queue(1)
         self.errors = 0
+        #: batches a shared bus delivered again after they were stored (skipped)
+        self.redelivered = 0
         self.started = time.time()
         self.events_stored = 0
 
@@ -310,13 +312,17 @@ class Pipeline:
             if item is None:
                 return
             raw, done = item
-            if not self._store(raw, done):
+            stored = self._store(raw, done)
+            if stored is None:
                 _notify(raw, False)
                 self._fail_pending()
                 return
-            self.events_stored += done.events.height
             self.bus.ack(raw)
             _notify(raw, True)
+            if not stored:  # a shared bus redelivered a batch stored before
+                self.redelivered += 1
+                continue
+            self.events_stored += done.events.height
             if self.on_batch is not None:
                 try:
                     self.on_batch(done)
@@ -335,21 +341,25 @@ class Pipeline:
         while (raw := self.bus.consume(timeout=0)) is not None:
             _notify(raw, False)
 
-    def _store(self, raw: RawBatch, done: ProcessedBatch) -> bool:
+    def _store(self, raw: RawBatch, done: ProcessedBatch) -> bool | None:
+        """True once stored, False if its bus batch id was stored before, None
+        if the pipeline gave up (stopping while storage fails)."""
         delay = 0.5
         while True:
             try:
                 t0 = time.perf_counter()
-                self.store.append(done.events, raw.checkpoints, [done.counters])
+                new = self.store.append(
+                    done.events, raw.checkpoints, [done.counters], batch_id=raw.batch_id
+                )
                 self.processor.stages["store"].add(done.events.height, time.perf_counter() - t0)
-                return True
+                return new is not False
             except Exception:
                 # Not committed: offsets stay where they were. Retry (this blocks
                 # the sources through the bus: backpressure, not loss).
                 log.exception("storing a batch of source %s failed; retrying", raw.source)
                 self.errors += 1
                 if self._stopping.is_set() and delay > 4:
-                    return False  # give up on shutdown; a restart re-reads from the last commit
+                    return None  # give up on shutdown; a restart re-reads from the last commit
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -375,6 +385,7 @@ class Pipeline:
             "uptime_seconds": round(time.time() - self.started, 1),
             "events_stored": self.events_stored,
             "errors": self.errors,
+            "redelivered": self.redelivered,
             "bus_depth": self.bus.depth(),
             "stages": {k: vars(v) for k, v in self.processor.stages.items()},
             "alerting": self.alerting.stats() if self.alerting is not None else {},

@@ -245,3 +245,27 @@ def test_search_reads_newest_segments_first_with_the_same_result(tmp_path, order
         only_ids = store.search("", limit=limit, order=order, fields=["event.id"])
         assert only_ids.column("event.id").to_pylist() == got.column("event.id").to_pylist()
     store.close()
+
+
+def test_a_redelivered_bus_batch_is_skipped_whole(tmp_path):
+    """A shared bus may deliver a batch again (processor killed before its ack):
+    its id commits with its events, so the second delivery adds nothing."""
+    path = tmp_path / "events.duckdb"
+    store = DuckDBEventStore(path)
+    counters = [SourceCounters("web", "file", received=10, events=10, last_seen=T0)]
+    assert store.append(events(10), counters=counters, batch_id="b-1") is True
+    assert store.append(events(10), counters=counters, batch_id="b-1") is False
+    assert store.append(events(3, start=T0 + timedelta(days=1)), batch_id="b-2") is True
+    store.close()
+    store = DuckDBEventStore(path)  # the ids survive a restart
+    try:
+        assert store.append(events(10), counters=counters, batch_id="b-1") is False
+        assert store.count() == 13
+        assert store.source_counters()[0]["received"] == 10
+        store._cur().execute(
+            "UPDATE lightsoc_batches SET committed = now() - INTERVAL 8 DAY WHERE id = 'b-1'"
+        )
+        assert store.forget_batches() == 1
+        assert store.append(events(1), batch_id="b-2") is False
+    finally:
+        store.close()

@@ -77,7 +77,11 @@ class EventStore(ABC):
         batch: pa.Table | pl.DataFrame,
         checkpoints: Sequence[Checkpoint] = (),
         counters: Iterable[SourceCounters] = (),
-    ) -> None: ...
+        *,
+        batch_id: str = "",
+    ) -> bool:
+        """Store a batch with its checkpoints and counters; False if `batch_id`
+        (a shared bus's batch id) was stored before and the batch was skipped."""
 
     @abstractmethod
     def checkpoints(self, source: str) -> dict[str, Checkpoint]: ...

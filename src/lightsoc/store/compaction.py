@@ -47,6 +47,9 @@ class SegmentMaintenance:
     def _add_segment(cur: duckdb.DuckDBPyConnection, seg: Segment) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def forget_batches(self) -> int:  # pragma: no cover - provided by the store
+        raise NotImplementedError
+
     def _small_segments(self) -> int:
         return int(
             self._cur()
@@ -108,6 +111,7 @@ class SegmentMaintenance:
         )
         merged = self.compact(MEDIUM_ROWS) if n >= MEDIUM_MERGE_AT else 0
         rollups.build(self)
+        self.forget_batches()
         return merged
 
     def compact(self, below_rows: int = SMALL_ROWS) -> int:

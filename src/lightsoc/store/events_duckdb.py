@@ -76,7 +76,13 @@ MIGRATIONS: list[str] = [
         parse_failures BIGINT, dropped BIGINT, bytes BIGINT, last_seen TIMESTAMPTZ)""",
     # v2: per-segment rollups of the dashboard's aggregations (rollups.py)
     *rollups.MIGRATIONS,
+    # v3: ids of batches committed from a shared bus (a redelivered batch is skipped)
+    """CREATE TABLE IF NOT EXISTS lightsoc_batches (
+        id VARCHAR PRIMARY KEY, committed TIMESTAMPTZ)""",
 ]
+
+#: how long a bus batch id is remembered: far longer than any redelivery takes
+BATCH_ID_DAYS = 7
 
 
 def _ddl_columns() -> str:
@@ -159,11 +165,15 @@ class DuckDBEventStore(SearchQueries, EntityQueries, SegmentMaintenance, EventSt
         batch: pa.Table | pl.DataFrame,
         checkpoints: Sequence[Checkpoint] = (),
         counters: Iterable[SourceCounters] = (),
-    ) -> None:
+        *,
+        batch_id: str = "",
+    ) -> bool:
         """Insert events, advance checkpoints and add counters atomically.
 
         `batch` (Arrow or polars) holds any subset of the schema's columns (by
-        name); absent ones are stored as null.
+        name); absent ones are stored as null. A `batch_id` (a shared bus's
+        batch) is committed with them; a batch whose id is already committed
+        is skipped whole and False returned (redelivered after a crash).
         """
         names = batch.columns if isinstance(batch, pl.DataFrame) else batch.column_names
         unknown = [c for c in names if c not in schema.BY_NAME]
@@ -171,10 +181,14 @@ class DuckDBEventStore(SearchQueries, EntityQueries, SegmentMaintenance, EventSt
             raise ValueError(f"not event fields: {', '.join(unknown)}")
         rows = batch.height if isinstance(batch, pl.DataFrame) else batch.num_rows
         with self._write_lock:
+            if batch_id and self._has_batch(batch_id):
+                return False
             segment = self.files.write(batch) if rows else None
             cur = self._cur()
             cur.execute("BEGIN TRANSACTION")
             try:
+                if batch_id:
+                    cur.execute("INSERT INTO lightsoc_batches VALUES (?, now())", [batch_id])
                 if segment is not None:
                     self._add_segment(cur, segment)
                 for cp in checkpoints:
@@ -222,6 +236,24 @@ class DuckDBEventStore(SearchQueries, EntityQueries, SegmentMaintenance, EventSt
             self.files.purge()
         if self._small_segments() >= compaction.MERGE_AT:
             self.compact()
+        return True
+
+    def _has_batch(self, batch_id: str) -> bool:
+        cur = self._cur()
+        return (
+            cur.execute("SELECT 1 FROM lightsoc_batches WHERE id = ?", [batch_id]).fetchone()
+            is not None
+        )
+
+    def forget_batches(self, days: int = BATCH_ID_DAYS) -> int:
+        """Drop bus batch ids older than `days` (maintenance)."""
+        with self._write_lock:
+            cur = self._cur()
+            (n,) = cur.execute(
+                "SELECT count(*) FROM lightsoc_batches WHERE committed < now() - to_days(?)", [days]
+            ).fetchone()
+            cur.execute("DELETE FROM lightsoc_batches WHERE committed < now() - to_days(?)", [days])
+            return int(n)
 
     @staticmethod
     def _add_segment(cur: duckdb.DuckDBPyConnection, seg: Segment) -> None:

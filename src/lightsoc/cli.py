@@ -8,6 +8,7 @@ import argparse
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,12 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lightsoc.runtime import build_pipeline, build_sources, check_sources
     from lightsoc.server import serve
 
-    if args.role != "all":
-        raise UsageError(
-            f"--role {args.role}: split roles need a shared bus (redis/kafka), "
-            "which this version does not have yet; use --role all"
-        )
     config = _config(args)
+    if args.role != "all":
+        return _run_role(args.role, config)
     check_sources(config)
     stores = _open_for_write(config.data_dir, config)
     try:
@@ -182,6 +180,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         stores.close()
+    return 0
+
+
+def _run_role(role: str, config: Config) -> int:
+    """One role of a split deployment, until SIGINT/SIGTERM."""
+    import signal
+
+    from lightsoc import roles
+    from lightsoc.runtime import check_sources
+
+    if role == "web":
+        raise UsageError(
+            "--role web: a web server of its own needs the ClickHouse event store, "
+            "which is not wired in yet; run the web UI with --role all"
+        )
+    if config.bus == "memory" and role in ("collect", "process"):
+        raise config.error(
+            ("bus",),
+            f"--role {role} needs a shared bus: set bus: redis://host:6379/0 or kafka://host:9092",
+        )
+    check_sources(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run = {"collect": roles.run_collect, "process": roles.run_process}.get(
+            role, roles.run_schedule
+        )
+        run(config, stop, lambda m: out.print(m, markup=False))
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
     return 0
 
 

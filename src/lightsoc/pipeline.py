@@ -208,7 +208,24 @@ def _decoded(records: pl.DataFrame) -> pl.DataFrame:
     return records
 
 
-def _notify(raw: RawBatch, committed: bool) -> None:
+def run_source(src: Source, publish: Callable[[RawBatch], None]) -> None:
+    """Run a source until it ends or is stopped; a failure is reported and the
+    source restarted with backoff (one-shot sources are not)."""
+    delay = 1.0
+    while True:
+        try:
+            src.run(publish)
+            return
+        except Exception as exc:  # a broken source is reported, never fatal to others
+            log.exception("source %s failed; restarting it in %.0f s", src.id, delay)
+            src.metrics.errors += 1
+            src.metrics.last_error = f"{type(exc).__name__}: {exc}"
+        if getattr(src, "one_shot", False) or src.stop_event.wait(delay):
+            return
+        delay = min(delay * 2, 30.0)
+
+
+def notify(raw: RawBatch, committed: bool) -> None:
     if raw.on_commit is None:
         return
     try:
@@ -231,8 +248,11 @@ class Pipeline:
         on_batch: Callable[[ProcessedBatch], None] | None = None,
         detectors: list[Detector] | None = None,
         alerting: Any = None,
+        follow: bool = False,
     ) -> None:
         self.store = store
+        #: a processor of a shared bus: consume until stopped, not until the sources end
+        self.follow = follow
         self.sources = sources
         self.bus = bus or MemoryBus()
         self.processor = Processor(specs, enrichers, detectors)
@@ -266,18 +286,7 @@ class Pipeline:
         self._writer.start()
 
     def _run_source(self, src: Source) -> None:
-        delay = 1.0
-        while True:
-            try:
-                src.run(self._publish)
-                return
-            except Exception as exc:  # a broken source is reported, never fatal to others
-                log.exception("source %s failed; restarting it in %.0f s", src.id, delay)
-                src.metrics.errors += 1
-                src.metrics.last_error = f"{type(exc).__name__}: {exc}"
-            if getattr(src, "one_shot", False) or src.stop_event.wait(delay):
-                return
-            delay = min(delay * 2, 30.0)
+        run_source(src, self._publish)
 
     def _publish(self, batch: RawBatch) -> None:
         self.bus.publish(batch)
@@ -290,9 +299,12 @@ class Pipeline:
     def _run_processor(self) -> None:
         """Parse/enrich batches and hand them to the writer, in order."""
         while True:
+            if self.follow and self._stopping.is_set():
+                self._to_writer.put(None)  # what is not consumed stays on the bus
+                return
             raw = self.bus.consume(timeout=0.1)
             if raw is None:
-                if self._sources_done.is_set() and self.bus.depth() == 0:
+                if not self.follow and self._sources_done.is_set() and self.bus.depth() == 0:
                     self._to_writer.put(None)
                     return
                 continue
@@ -314,11 +326,11 @@ class Pipeline:
             raw, done = item
             stored = self._store(raw, done)
             if stored is None:
-                _notify(raw, False)
+                notify(raw, False)
                 self._fail_pending()
                 return
             self.bus.ack(raw)
-            _notify(raw, True)
+            notify(raw, True)
             if not stored:  # a shared bus redelivered a batch stored before
                 self.redelivered += 1
                 continue
@@ -337,9 +349,10 @@ class Pipeline:
             except queue.Empty:
                 break
             if item is not None:
-                _notify(item[0], False)
-        while (raw := self.bus.consume(timeout=0)) is not None:
-            _notify(raw, False)
+                notify(item[0], False)
+        # (a shared bus keeps what was not consumed: it is redelivered, not failed)
+        while not self.follow and (raw := self.bus.consume(timeout=0)) is not None:
+            notify(raw, False)
 
     def _store(self, raw: RawBatch, done: ProcessedBatch) -> bool | None:
         """True once stored, False if its bus batch id was stored before, None

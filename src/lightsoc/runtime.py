@@ -181,7 +181,7 @@ def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: 
         build_enrichers(
             {**enrich_options(config), **intel_stream_options(config, stores, sources)}
         ),
-        bus=MemoryBus(config.pipeline.queue_max_batches),
+        bus=kw.pop("bus", None) or MemoryBus(config.pipeline.queue_max_batches),
         on_batch=on_batch,
         alerting=alerting,
         **kw,

@@ -190,17 +190,15 @@ def _run_role(role: str, config: Config) -> int:
     from lightsoc import roles
     from lightsoc.runtime import check_sources
 
-    if role == "web":
-        raise UsageError(
-            "--role web: a web server of its own needs the ClickHouse event store, "
-            "which is not wired in yet; run the web UI with --role all"
-        )
-    if config.bus == "memory" and role in ("collect", "process"):
+    if config.bus == "memory" and role in ("collect", "process", "web"):
         raise config.error(
             ("bus",),
             f"--role {role} needs a shared bus: set bus: redis://host:6379/0 or kafka://host:9092",
         )
     check_sources(config)
+    if role == "web":  # the web server handles SIGINT/SIGTERM itself
+        roles.run_web(config, lambda m: out.print(m, markup=False))
+        return 0
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

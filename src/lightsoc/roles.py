@@ -1,4 +1,4 @@
-"""`lightsoc run --role collect|process|schedule`: one deployment, several processes.
+"""`lightsoc run --role collect|process|schedule|web`: one deployment, several processes.
 
 - **collect** runs the configured sources and publishes their raw batches to
   the shared bus (`bus: redis://...` or `kafka://...`). A source's offsets are
@@ -12,6 +12,8 @@
 - **schedule** runs correlation rules and ML jobs while it holds the
   `scheduler` lease in the state store; standbys wait and take over when the
   holder stops renewing it. It opens the event store only while active.
+- **web** serves the UI and API over the shared stores; its http ingest hands
+  batches to the bus. It runs no store maintenance and no scheduler.
 
 Every role writes a heartbeat to the state store (`lightsoc status`).
 """
@@ -48,7 +50,7 @@ HEARTBEAT_SECONDS = 5.0
 #: a publish that waits this long (bus full or down) is retried, and counted
 PUBLISH_WAIT_SECONDS = 5.0
 
-ROLES = ("all", "collect", "process", "schedule")
+ROLES = ("all", "collect", "process", "schedule", "web")
 
 
 def shared_bus(url: str, consumer: str | None = None) -> Bus:
@@ -141,7 +143,7 @@ class HandOff(Bus):
     source is either: a restart re-reads it.
     """
 
-    def __init__(self, bus: Bus, catalog: DuckDBEventStore) -> None:
+    def __init__(self, bus: Bus, catalog: DuckDBEventStore | None) -> None:
         self.bus = bus
         self.catalog = catalog
         self.stopping = threading.Event()
@@ -168,7 +170,7 @@ class HandOff(Bus):
                 )
                 notify(batch, False)
                 return False
-        if checkpoints:
+        if checkpoints and self.catalog is not None:
             self.catalog.append(pl.DataFrame(), checkpoints)
         with self._lock:
             self.published += 1
@@ -224,6 +226,46 @@ class Collector:
             "publish_waits": self.handoff.waits,
             "sources": {s.id: {"type": s.type, **s.metrics.as_dict()} for s in self.sources},
         }
+
+
+class WebFront:
+    """What `server.serve` needs of a pipeline, for a web-only process: its http
+    ingest hands batches to the shared bus (answered once the bus has them);
+    processors store them."""
+
+    def __init__(self, config: Config, bus: Bus) -> None:
+        from lightsoc.runtime import source_specs
+
+        self.bus = HandOff(bus, None)
+        self.sources: list[Source] = []
+        self.processor = _Specs(source_specs(config))
+        self.events_stored = 0
+        self.started = time.time()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.bus.stopping.set()
+        for src in self.sources:
+            src.stop()
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "events_stored": 0,
+            "errors": 0,
+            "bus_depth": 0,
+            "published_batches": self.bus.published,
+            "stages": {},
+            "alerting": {},
+            "sources": {s.id: {"type": s.type, **s.metrics.as_dict()} for s in self.sources},
+        }
+
+
+class _Specs:
+    def __init__(self, specs: dict[str, Any]) -> None:
+        self.specs = specs
 
 
 # -- running a role ----------------------------------------------------------
@@ -380,3 +422,25 @@ def _safe_url(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.split("@", 1)[1]
     return f"{scheme}{sep}{rest}"
+
+
+def run_web(config: Config, say: Callable[[str], None]) -> None:
+    """The web UI and API (and http ingest to the bus) until SIGINT/SIGTERM."""
+    from lightsoc.runtime import open_stores
+    from lightsoc.server import serve
+
+    stores = open_stores(config.data_dir, config)
+    bus = shared_bus(config.bus)
+    try:
+        front = WebFront(config, bus)
+        heartbeat = Heartbeat(
+            stores.state, "web", lambda: (front.bus.records, None, front.metrics())
+        )
+        heartbeat.start()
+        try:
+            serve(config, config.data_dir, stores, front, say=say, background=False)  # type: ignore[arg-type]
+        finally:
+            heartbeat.stop()
+    finally:
+        bus.close()
+        stores.close()

@@ -125,8 +125,12 @@ def serve(
     pipeline: Pipeline,
     *,
     say: Callable[[str], None] = print,
+    background: bool = True,
 ) -> None:
     """Run until SIGINT/SIGTERM; then stop sources, drain and commit.
+
+    `background=False` (a web-only process of a split deployment) runs neither
+    store maintenance nor the correlation scheduler: other roles own them.
 
     The port is bound before anything is announced, so a taken port is one
     clear error and the server file never points at somebody else's server.
@@ -159,15 +163,18 @@ def serve(
         stores.state.revoke_tokens(CLI_TOKEN_NAME)
         cli_token = stores.state.create_token(CLI_TOKEN_NAME, "read")
         url = f"http://{_connect_host(host)}:{sock.getsockname()[1]}"
-        maintenance = threading.Thread(
-            target=_maintenance_loop,
-            args=(stores, config.store.retention_days, stop_retention),
-            name="maintenance",
-            daemon=True,
-        )
-        maintenance.start()
-        # correlation rules on a schedule, over this process's own store connection
-        scheduler = start_correlation_scheduler(config, data_dir, stores, stop_retention)
+        jobs: list[threading.Thread] = []
+        if background:
+            maintenance = threading.Thread(
+                target=_maintenance_loop,
+                args=(stores, config.store.retention_days, stop_retention),
+                name="maintenance",
+                daemon=True,
+            )
+            maintenance.start()
+            # correlation rules on a schedule, over this process's own store connection
+            scheduler = start_correlation_scheduler(config, data_dir, stores, stop_retention)
+            jobs = [scheduler, maintenance]
         pipeline.start()
         try:
             for listener in extra:
@@ -180,10 +187,11 @@ def serve(
                 server.run(sockets=[sock])
         finally:
             stop_retention.set()
-            scheduler.join(30)  # a run in progress finishes before the stores close
-            # so does a compaction or rollup step (DuckDB aborts the process when a
-            # connection is closed under a running query)
-            maintenance.join(60)
+            # a scheduler run in progress finishes before the stores close, and so does
+            # a compaction or rollup step (DuckDB aborts the process when a connection
+            # is closed under a running query)
+            for job in jobs:
+                job.join(60)
             for listener in extra:  # they finish their requests (answered after commit)
                 listener.stop()
             say("stopping: finishing reads and committing ...")

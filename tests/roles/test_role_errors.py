@@ -9,7 +9,7 @@ import pytest
 from tests.cli_helpers import in_process, one_line
 
 
-@pytest.mark.parametrize("role", ["collect", "process"])
+@pytest.mark.parametrize("role", ["collect", "process", "web"])
 def test_a_split_role_needs_a_shared_bus(
     role: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -20,12 +20,3 @@ def test_a_split_role_needs_a_shared_bus(
     line = one_line(err, r".*needs a shared bus.*")
     assert f"{cfg}:2: bus: --role {role} needs a shared bus" in line
 
-
-def test_the_web_role_is_refused_until_the_shared_event_store(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    cfg = tmp_path / "lightsoc.yml"
-    cfg.write_text(f"data_dir: {tmp_path / 'data'}\nbus: redis://127.0.0.1:1/0\n")
-    code, _, err = in_process(capsys, "run", "--role", "web", "--config", cfg)
-    assert code == 2
-    one_line(err, r"--role web: .*--role all")

@@ -8,8 +8,6 @@ XPENDING: entries stay pending until their events are stored.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,8 @@ from lightsoc.enrich.chain import build_enrichers
 from lightsoc.pipeline import Pipeline, SourceSpec
 from lightsoc.sources.redis_stream import RedisStreamSource
 from lightsoc.store.events_duckdb import DuckDBEventStore
-from tests.helpers import LightsocServer, cli_json, free_port, write_config
+from tests.helpers import LightsocServer, cli_json, write_config
+from tests.redis_server import RedisServer
 from tests.sources.tailing import wait_until
 from tests.stores import BrokenStore, GatedStore
 
@@ -33,53 +32,6 @@ NGINX = (
 )
 SSHD = "<38>Oct 11 22:14:15 host sshd[1]: Failed password for root from 203.0.113.7 port {i} ssh2"
 FIELDS = ["event.id", "event.original", "source.ip", "url.path", "user.name", "message", "tags"]
-
-
-class RedisServer:
-    """A throwaway redis-server process (no RDB, no AOF) on a fixed port."""
-
-    def __init__(self, workdir: Path) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.fail("redis-server is not installed (Debian package redis-server)")
-        self.exe = exe
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                *(self.exe, "--bind", "127.0.0.1", "--port", str(self.port)),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self._pings, what="redis-server to answer")
-        return self
-
-    def _pings(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"redis-server exited {self.proc.returncode}")
-        try:
-            return bool(self.client().ping())
-        except redis.ConnectionError:
-            return False
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 class Run:

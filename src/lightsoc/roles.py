@@ -158,6 +158,11 @@ class HandOff(Bus):
         if batch.source in self._gave_up:
             notify(batch, False)
             return False
+        if _nothing_to_send(batch):  # e.g. a new file announced: only its offset moves
+            if checkpoints and self.catalog is not None:
+                self.catalog.append(pl.DataFrame(), checkpoints)
+            notify(batch, True)
+            return True
         while not self.bus.publish(batch, timeout=timeout or PUBLISH_WAIT_SECONDS):
             self.waits += 1
             if timeout is not None:  # a request's own deadline (http): it answers "busy"
@@ -183,6 +188,10 @@ class HandOff(Bus):
 
     def ack(self, batch: RawBatch) -> None:  # pragma: no cover - publish only
         raise NotImplementedError("a collector does not consume")
+
+
+def _nothing_to_send(batch: RawBatch) -> bool:
+    return not (batch.records.height or batch.skipped or batch.dropped or batch.bytes)
 
 
 class Collector:

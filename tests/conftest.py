@@ -1,5 +1,5 @@
 """Fixtures shared by every test package."""
 
-from tests.pg import pg_cluster, pg_url, state_url
+from tests.pg import own_pg_cluster, pg_cluster, pg_url, state_url
 
-__all__ = ["pg_cluster", "pg_url", "state_url"]
+__all__ = ["own_pg_cluster", "pg_cluster", "pg_url", "state_url"]

@@ -59,6 +59,7 @@ class PgCluster:
     root: Path
     port: int
     run_as: list[str]
+    opts: str = ""
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"
@@ -66,6 +67,15 @@ class PgCluster:
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), *args]
         return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
+
+    def stop(self) -> None:
+        """Shut the server down (connections are cut), keeping its data."""
+        self.ctl("stop", "-m", "fast", "-w", "-t", "60")
+
+    def start(self) -> None:
+        """Start it again on the same port with the same settings."""
+        log = str(self.root / "log")
+        self.ctl("start", "-w", "-t", "60", "-l", log, "-o", self.opts)
 
 
 def _start(bindir: Path) -> PgCluster:
@@ -98,7 +108,7 @@ def _start(bindir: Path) -> PgCluster:
     last = ""
     for _ in range(START_ATTEMPTS):  # another process may take the free port first
         cluster = PgCluster(bindir, root, _free_port(), run_as)
-        opts = (
+        cluster.opts = opts = (
             f"-c listen_addresses=127.0.0.1 -p {cluster.port} -k {root} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=300 -c shared_buffers=32MB "
@@ -118,6 +128,17 @@ def _start(bindir: Path) -> PgCluster:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """A running PostgreSQL cluster for this test session, removed at its end."""
+    cluster = _start(_bindir())
+    try:
+        yield cluster
+    finally:
+        cluster.ctl("stop", "-m", "immediate", "-w", check=False)
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture
+def own_pg_cluster() -> Iterator[PgCluster]:
+    """A cluster of this test's own, which it may stop and start (fault tests)."""
     cluster = _start(_bindir())
     try:
         yield cluster

@@ -118,9 +118,12 @@ class Heartbeat:
         while True:
             try:
                 self.beat()
-            except Exception:
+            except Exception as exc:
                 self.errors += 1
-                log.warning("heartbeat not written (state store unreachable?)", exc_info=True)
+                log.warning(
+                    "heartbeat not written (state store unreachable?): %s", type(exc).__name__
+                )
+                log.debug("heartbeat failure", exc_info=True)
             if self._stop.wait(self.every):
                 return
 

@@ -160,9 +160,9 @@ def test_lazy_alerter_past_its_queue_limit_counts_instead_of_blocking(tmp_path):
     gate = threading.Event()
 
     class Slow(StreamAlerter):
-        def raise_for(self, events: pl.DataFrame) -> None:
+        def raise_for(self, events: pl.DataFrame, pending=()) -> list:  # noqa: ANN001
             gate.wait(30)
-            super().raise_for(events)
+            return super().raise_for(events, pending)
 
     lazy = LazyStreamAlerter(lambda: Slow(AlertStore(state)), max_pending_rows=2)
     counters = SourceCounters("web", "file")
@@ -176,4 +176,27 @@ def test_lazy_alerter_past_its_queue_limit_counts_instead_of_blocking(tmp_path):
     lazy.close()
     [alert] = AlertStore(state).find(limit=10)
     assert alert.count == 4
+    state.close()
+
+
+def test_lazy_alerter_retries_what_a_down_alert_store_refused(tmp_path):
+    """A state store outage delays stream alerts; it loses none and counts none twice."""
+    state = StateStore.for_data_dir(tmp_path)
+    store = AlertStore(state)
+    state.engine.dispose()
+    db = tmp_path / "state.sqlite"
+    db.rename(tmp_path / "aside.sqlite")
+    db.mkdir()  # the database is now a directory: every write fails
+    lazy = LazyStreamAlerter(lambda: StreamAlerter(store))
+    counters = SourceCounters("web", "file")
+    batch = events([flagged(i, "198.51.100.4", ["sqli"], 50) for i in range(2)])
+    lazy(ProcessedBatch(batch, counters))
+    wait_until(lambda: lazy.stats().get("errors", 0) >= 2, what="two failed attempts")
+    db.rmdir()
+    (tmp_path / "aside.sqlite").rename(db)
+    lazy(ProcessedBatch(events([flagged(5, "198.51.100.4", ["sqli"], 50)]), counters))
+    lazy.close()
+    [alert] = store.find(limit=10)
+    assert (alert.entity_value, alert.count) == ("198.51.100.4", 3)
+    assert "dropped_alerts" not in lazy.stats()
     state.close()

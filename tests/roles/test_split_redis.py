@@ -13,6 +13,7 @@ lost: the redelivered batch is recognised as stored and skipped.)
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -29,12 +30,14 @@ from tests.helpers import (
     wait_until,
     write_config,
 )
+from tests.pg import PgCluster
 from tests.redis_server import RedisServer
 from tests.roles.procs import RoleProcess
 
 LINUX_RULES = Path(__file__).resolve().parents[2] / "rules" / "linux"
 STREAM = "lightsoc:test"
 SYSLOG_MESSAGES = 600
+PG_OUTAGE_SECONDS = 10
 FILE_LINES = 2000  # OpenSSH_2k.log, its last line completed
 
 
@@ -134,10 +137,16 @@ def _input(tmp_path: Path) -> Path:
 
 
 def _split_run(
-    tmp_path: Path, redis_server: RedisServer, state: str, *, faults: bool
+    tmp_path: Path,
+    redis_server: RedisServer,
+    state: str,
+    *,
+    faults: bool = False,
+    pg_outage: PgCluster | None = None,
 ) -> tuple[int, int, Counter]:
     """Collector + processor on the input; with `faults`, the processor is killed
-    mid-stream and Redis killed and restarted. Returns what the processor stored."""
+    mid-stream and Redis killed and restarted; with `pg_outage`, the state store's
+    server is stopped for 10 s while syslog arrives. Returns what was stored."""
     auth = _input(tmp_path)
     syslog_port = free_port()
     bus = f"{redis_server.url}?stream={STREAM}&maxlen=20"
@@ -155,7 +164,13 @@ def _split_run(
             before = _group(r)
             processor.kill()  # mid-stream: some stored, some pending, the files half read
             assert before["lag"] > 0, before  # work was left (the collector is held back)
-        _send_syslog(syslog_port, _syslog_lines())
+        if pg_outage is not None:
+            pg_outage.stop()
+            _send_syslog(syslog_port, _syslog_lines())
+            time.sleep(PG_OUTAGE_SECONDS)
+            pg_outage.start()
+        else:
+            _send_syslog(syslog_port, _syslog_lines())
         if faults:
             redis_server.kill()  # the collector and its TCP sender carry on; batches wait
             redis_server.start()
@@ -184,26 +199,10 @@ def test_split_roles_store_exactly_and_alert_as_one_process(
     assert by_source == {"auth": FILE_LINES, "net": SYSLOG_MESSAGES}
     assert n == distinct == total
 
-    # the same input through one process
-    single_state = pg_cluster.url(_new_db(pg_cluster))
-    single_port = free_port()
-    one = _config(
-        tmp_path / "one.yml",
-        tmp_path / "one",
-        _input(tmp_path),
-        single_port,
-        state=single_state,
-        bus="memory",
-    )
-    server = LightsocServer(["--config", one], cwd=tmp_path, data_dir=tmp_path / "one")
-    try:
-        server.start()
-        _send_syslog(single_port, _syslog_lines())
-        wait_until(lambda: server.stats()["events_total"] == total, 120, f"{total} events")
-    finally:
-        server.ensure_stopped()
     split_alerts = _alert_hits(split_state)
-    assert split_alerts and split_alerts == _alert_hits(single_state)
+    assert split_alerts and split_alerts == _single_run_alerts(
+        tmp_path, pg_cluster.url(_new_db(pg_cluster))
+    )
 
 
 def test_a_killed_processor_and_a_restarted_redis_lose_and_duplicate_nothing(
@@ -213,6 +212,23 @@ def test_a_killed_processor_and_a_restarted_redis_lose_and_duplicate_nothing(
     n, distinct, by_source = _split_run(tmp_path, redis_server, state, faults=True)
     assert by_source == {"auth": FILE_LINES, "net": SYSLOG_MESSAGES}
     assert n == distinct == FILE_LINES + SYSLOG_MESSAGES
+
+
+def _single_run_alerts(tmp_path: Path, state: str) -> dict[tuple[str, str], int]:
+    """The alerts `lightsoc run` (one process) raises on the same input."""
+    total = FILE_LINES + SYSLOG_MESSAGES
+    port = free_port()
+    one = _config(
+        tmp_path / "one.yml", tmp_path / "one", _input(tmp_path), port, state=state, bus="memory"
+    )
+    server = LightsocServer(["--config", one], cwd=tmp_path, data_dir=tmp_path / "one")
+    try:
+        server.start()
+        _send_syslog(port, _syslog_lines())
+        wait_until(lambda: server.stats()["events_total"] == total, 120, f"{total} events")
+    finally:
+        server.ensure_stopped()
+    return _alert_hits(state)
 
 
 def _handed_over(cfg: Path) -> int:
@@ -234,3 +250,18 @@ def _new_db(pg_cluster) -> str:  # noqa: ANN001
     finally:
         admin.dispose()
     return name
+
+
+def test_a_state_store_outage_delays_alerts_and_loses_nothing(
+    tmp_path: Path, redis_server: RedisServer, own_pg_cluster: PgCluster
+) -> None:
+    """PostgreSQL (alerts, heartbeats) stopped for 10 s mid-stream: events are stored
+    meanwhile, alerts are raised once it is back, as one process would raise them."""
+    total = FILE_LINES + SYSLOG_MESSAGES
+    split_state = own_pg_cluster.url(_new_db(own_pg_cluster))
+    n, distinct, by_source = _split_run(
+        tmp_path, redis_server, split_state, pg_outage=own_pg_cluster
+    )
+    assert n == distinct == total
+    single_state = own_pg_cluster.url(_new_db(own_pg_cluster))
+    assert _alert_hits(split_state) == _single_run_alerts(tmp_path, single_state)

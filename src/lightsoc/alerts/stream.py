@@ -40,6 +40,11 @@ ENTITY_FIELDS = (
 SAMPLE_EVENT_IDS = 20
 RAISE_CHUNK = 200
 BACKGROUND_DUTY = 0.25
+#: while the alert store fails, its candidates are retried with backoff ...
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
+#: ... up to this many (then the oldest are dropped and counted)
+MAX_RETRY_CANDIDATES = 100_000
 
 
 def severity_for_score(score: float | None) -> str:
@@ -143,32 +148,44 @@ class StreamAlerter:
     def __call__(self, done: ProcessedBatch) -> None:
         self.raise_for(done.events)
 
-    def raise_for(self, events: pl.DataFrame) -> None:
-        """Raise alerts for the flagged rows of `events` (and notify the outputs)."""
+    def raise_for(
+        self, events: pl.DataFrame, pending: Sequence[AlertCandidate] = ()
+    ) -> list[AlertCandidate]:
+        """Raise alerts for the flagged rows of `events` (and notify the outputs),
+        after the `pending` candidates of an earlier failed call. Returns the
+        candidates not raised because the alert store failed (counted in
+        `errors`): the caller may retry them; the raised ones are committed."""
         try:
-            candidates = candidates_from_events(
+            candidates = list(pending) + candidates_from_events(
                 events,
                 self.levels() if self.levels else None,
                 self.tags() if self.tags else None,
             )
-            if not candidates:
-                return
-            changed = []
-            # short transactions: API token checks and analysts' writes are not kept waiting
-            for i in range(0, len(candidates), RAISE_CHUNK):
-                t0 = time.perf_counter()
-                changed += self.store.raise_alerts(candidates[i : i + RAISE_CHUNK])
-                if self.duty < 1.0:  # leave the CPU (and the GIL) to ingest
-                    time.sleep((time.perf_counter() - t0) * (1.0 / self.duty - 1.0))
-        except Exception:  # the events are stored; a broken alert store must not stop ingest
+        except Exception:  # a broken rule's flags must not stop alerting on the others
             self.errors += 1
-            log.exception("raising alerts for a batch failed")
-            return
+            log.exception("building alerts for a batch failed")
+            return list(pending)
+        changed = []
+        left: list[AlertCandidate] = []
+        # short transactions: API token checks and analysts' writes are not kept waiting
+        for i in range(0, len(candidates), RAISE_CHUNK):
+            t0 = time.perf_counter()
+            try:
+                changed += self.store.raise_alerts(candidates[i : i + RAISE_CHUNK])
+            except Exception as exc:  # the events are stored; a broken store must not stop ingest
+                self.errors += 1
+                log.warning("raising alerts failed (state store unreachable?): %s", exc)
+                log.debug("raising alerts failed", exc_info=True)
+                left = candidates[i:]
+                break
+            if self.duty < 1.0:  # leave the CPU (and the GIL) to ingest
+                time.sleep((time.perf_counter() - t0) * (1.0 / self.duty - 1.0))
         self.raised += len(changed)
         to_send = [c.alert.as_dict() for c in changed if c.notify]
         if to_send and self.dispatcher is not None:
             self.dispatcher.notify(to_send)
             self.notified += len(to_send)
+        return left
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -208,6 +225,10 @@ class LazyStreamAlerter:
     `rule.name`, so `lightsoc search` still finds them). A clean import never
     opens the state store or starts the outputs. `close()` raises what is
     queued (up to `close_seconds`), then flushes and stops the outputs.
+
+    While the alert store fails (a state store outage), what it refused is
+    retried with backoff, and rows queued meanwhile wait: alerts are late,
+    not lost (beyond `MAX_RETRY_CANDIDATES`, the oldest are counted and dropped).
     """
 
     def __init__(
@@ -222,6 +243,8 @@ class LazyStreamAlerter:
         self.max_pending_rows = max_pending_rows
         self.close_seconds = close_seconds
         self.dropped_rows = 0
+        #: alerts given up on because the alert store stayed down (see MAX_RETRY_CANDIDATES)
+        self.dropped_candidates = 0
         self._pending: list[pl.DataFrame] = []
         self._pending_rows = 0
         self._cond = threading.Condition()
@@ -251,26 +274,56 @@ class LazyStreamAlerter:
             self._cond.notify()
 
     def _run(self) -> None:
+        retry: list[AlertCandidate] = []  # raised into a failing store: tried again
+        backoff = False
+        delay = RETRY_FIRST_SECONDS
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending:
+                if backoff:  # rows queued meanwhile join the next attempt
+                    self._cond.wait(delay)
+                else:
+                    while not self._pending and not self._closed:
+                        self._cond.wait()
+                if not self._pending and not retry:
                     return
                 frames, self._pending, self._pending_rows = self._pending, [], 0
+            rows = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+            if self.alerter is None and not self._build():
+                with self._cond:  # the rows wait in the queue for the next attempt
+                    self._pending.insert(0, rows)
+                    self._pending_rows += rows.height
+                backoff, delay = True, min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            assert self.alerter is not None
             try:
-                if self.alerter is None:
-                    self.alerter = self._make()
-                    # a flood is grouped into fewer, larger passes instead of starving ingest
-                    self.alerter.duty = BACKGROUND_DUTY
-                self.alerter.raise_for(pl.concat(frames, how="diagonal_relaxed"))
+                retry = self.alerter.raise_for(rows, retry) or []
             except Exception:  # never let alerting die silently with rows queued
-                log.exception("stream alerting failed for %d rows", sum(f.height for f in frames))
+                log.exception("stream alerting failed for %d rows", rows.height)
+                retry = []
+            if len(retry) > MAX_RETRY_CANDIDATES:
+                log.warning("alert store down too long: %d alerts not raised", len(retry))
+                self.dropped_candidates += len(retry) - MAX_RETRY_CANDIDATES
+                retry = retry[-MAX_RETRY_CANDIDATES:]
+            backoff = bool(retry)
+            delay = min(delay * 2, RETRY_MAX_SECONDS) if retry else RETRY_FIRST_SECONDS
+
+    def _build(self) -> bool:
+        """Make the alerter (it opens the alert store); False while that fails."""
+        try:
+            self.alerter = self._make()
+        except Exception:  # e.g. the state store is down at the first flagged batch
+            log.warning("stream alerting is not ready; retrying", exc_info=True)
+            return False
+        # a flood is grouped into fewer, larger passes instead of starving ingest
+        self.alerter.duty = BACKGROUND_DUTY
+        return True
 
     def stats(self) -> dict[str, Any]:
         out = self.alerter.stats() if self.alerter else {}
         with self._cond:
             out.update(pending_rows=self._pending_rows, dropped_rows=self.dropped_rows)
+            if self.dropped_candidates:
+                out["dropped_alerts"] = self.dropped_candidates
         return out
 
     def close(self, timeout: float | None = None) -> None:

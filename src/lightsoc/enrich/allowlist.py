@@ -24,6 +24,7 @@ Options: `allow` (the config dict), `state` (a `StateStore`, optional),
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +33,8 @@ import polars as pl
 
 from lightsoc.enrich.base import EnrichConfigError, Enricher, Row
 from lightsoc.registry import register
+
+log = logging.getLogger(__name__)
 
 ALLOWED = "_allowed"
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -96,6 +99,7 @@ class AllowListEnricher(Enricher):
         self.reload_seconds = float(self.options.get("reload_seconds", 30))
         self._version = -1
         self._checked = 0.0
+        self._down = False  # the last look at the store failed
         self.rules = _Rules(self.config_entries)
         #: rows marked allowed so far
         self.allowed = 0
@@ -105,14 +109,22 @@ class AllowListEnricher(Enricher):
         if self.store is None:
             return
         now = time.monotonic()
-        if now - self._checked < self.reload_seconds and self._version >= 0:
+        if now - self._checked < self.reload_seconds and (self._version >= 0 or self._down):
             return
         self._checked = now
-        version = self.store.version()
-        if version == self._version:
-            return
         merged = {k: list(v) for k, v in self.config_entries.items()}
-        for field, values in self.store.allow_entries().items():
+        try:
+            version = self.store.version()
+            if version == self._version:
+                return
+            entries = self.store.allow_entries()
+        except Exception as exc:  # the state store is down: keep the entries, look again later
+            if not self._down:
+                log.warning("allow list: state store unreachable (%s); keeping entries", exc)
+            self._down = True
+            return
+        self._down = False
+        for field, values in entries.items():
             merged.setdefault(field, []).extend(values)
         self.rules = _Rules(merged)
         self._version = version

@@ -272,7 +272,11 @@ class IntelEnricher(Enricher):
             if self._next_expiry is None or now < self._next_expiry:
                 return
         self._checked = now
-        version = self.store.version()
+        try:
+            version = self.store.version()
+        except Exception:  # the state store is down: keep matching with what is loaded
+            log.warning("intel: the indicator store is unreachable; keeping the loaded set")
+            return
         expired = self._next_expiry is not None and now >= self._next_expiry
         if not force and version == self._version and not expired:
             return

@@ -19,4 +19,3 @@ def test_a_split_role_needs_a_shared_bus(
     assert code == 2
     line = one_line(err, r".*needs a shared bus.*")
     assert f"{cfg}:2: bus: --role {role} needs a shared bus" in line
-

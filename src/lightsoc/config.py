@@ -332,7 +332,7 @@ class AlertsConfig(_Model):
 
 
 class StoreConfig(_Model):
-    events: Annotated[str, _url_or("duckdb", "clickhouse")] = "duckdb"
+    events: Annotated[str, _url_or("duckdb", "clickhouse", "chdb")] = "duckdb"
     state: Annotated[str, _url_or("sqlite", "sqlite", "postgresql", "postgres", "mysql")] = "sqlite"
     retention_days: Annotated[int, Field(ge=1)] | None = 30
 

@@ -27,6 +27,7 @@ from lightsoc.config import Config
 from lightsoc.enrich.chain import build_enrichers
 from lightsoc.pipeline import Pipeline, ProcessedBatch, SourceSpec
 from lightsoc.sources.base import Source
+from lightsoc.store.base import EventStore
 from lightsoc.store.events_duckdb import DuckDBEventStore
 
 if TYPE_CHECKING:
@@ -65,10 +66,13 @@ def open_stores(data_dir: Path, config: Config | None = None, *, read_only: bool
     if not read_only:
         data_dir.mkdir(parents=True, exist_ok=True)
     events_url = config.store.events if config else "duckdb"
-    if events_url != "duckdb":
-        raise ValueError(f"store.events: {events_url!r} is not available yet (only duckdb)")
-    events = DuckDBEventStore(data_dir / EVENTS_FILE, read_only=read_only)
-    return Stores(events, data_dir, config.store.state if config else "sqlite")
+    if events_url == "duckdb":
+        events: EventStore = DuckDBEventStore(data_dir / EVENTS_FILE, read_only=read_only)
+    else:  # clickhouse://host:9000/db or chdb://DIR: shared by the processes of a deployment
+        from lightsoc.store.events_clickhouse import ClickHouseEventStore
+
+        events = ClickHouseEventStore(events_url)
+    return Stores(events, data_dir, config.store.state if config else "sqlite")  # type: ignore[arg-type]
 
 
 def source_specs(config: Config) -> dict[str, SourceSpec]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -22,6 +23,7 @@ import pytest
 
 from lightsoc.alerts.store import AlertStore
 from lightsoc.store.state import StateStore
+from lightsoc.store.state_detect import WatermarkStore
 from tests.helpers import (
     SSH_LOG,
     LightsocServer,
@@ -59,7 +61,15 @@ def _send_syslog(port: int, text: str) -> None:
 
 
 def _config(
-    path: Path, data_dir: Path, auth: Path, syslog_port: int, *, state: str, bus: str
+    path: Path,
+    data_dir: Path,
+    auth: Path,
+    syslog_port: int,
+    *,
+    state: str,
+    bus: str,
+    events: str = "duckdb",
+    rules: tuple[Path, ...] = (LINUX_RULES,),
 ) -> Path:
     return write_config(
         path,
@@ -73,11 +83,11 @@ def _config(
         },
         data_dir=data_dir,
         bus=bus,
-        # stream rules only: correlation needs a scheduler, and a scheduler of its own
-        # needs an event store several processes share (ClickHouse)
-        detect={"rules": [str(LINUX_RULES)]},
+        # by default stream rules only: correlation needs a scheduler, and a scheduler
+        # of its own needs an event store several processes share (ClickHouse)
+        detect={"rules": [str(p) for p in rules], "interval": "2s"},
         pipeline={"batch_max_rows": 50, "batch_max_ms": 100},
-        **{"store": {"retention_days": None, "state": state}},
+        **{"store": {"retention_days": None, "state": state, "events": events}},
     )
 
 
@@ -214,21 +224,50 @@ def test_a_killed_processor_and_a_restarted_redis_lose_and_duplicate_nothing(
     assert n == distinct == FILE_LINES + SYSLOG_MESSAGES
 
 
-def _single_run_alerts(tmp_path: Path, state: str) -> dict[tuple[str, str], int]:
+def _single_run_alerts(
+    tmp_path: Path, state: str, rules: tuple[Path, ...] = (LINUX_RULES,)
+) -> dict[tuple[str, str], int]:
     """The alerts `lightsoc run` (one process) raises on the same input."""
     total = FILE_LINES + SYSLOG_MESSAGES
     port = free_port()
     one = _config(
-        tmp_path / "one.yml", tmp_path / "one", _input(tmp_path), port, state=state, bus="memory"
+        tmp_path / "one.yml",
+        tmp_path / "one",
+        _input(tmp_path),
+        port,
+        state=state,
+        bus="memory",
+        rules=rules,
     )
     server = LightsocServer(["--config", one], cwd=tmp_path, data_dir=tmp_path / "one")
     try:
         server.start()
         _send_syslog(port, _syslog_lines())
         wait_until(lambda: server.stats()["events_total"] == total, 120, f"{total} events")
+        if len(rules) > 1:  # correlation: until the scheduler has run past the last event
+            wait_for_correlation(state, datetime.now(UTC))
     finally:
         server.ensure_stopped()
     return _alert_hits(state)
+
+
+def wait_for_correlation(state_url: str, after: datetime) -> None:
+    """Until every correlation rule's watermark is past `after` (they run every 2 s;
+    the ML jobs' marks, `ml:<job>`, follow windows of their own)."""
+    state = StateStore(state_url)
+
+    def marks() -> list[datetime]:
+        return [t for rule, t in WatermarkStore(state).get_all().items() if ":" not in rule]
+
+    try:
+        wait_until(
+            lambda: (m := marks()) and min(m) > after + timedelta(seconds=2),
+            90,
+            "the correlation rules to run over everything stored",
+            interval=0.5,
+        )
+    finally:
+        state.close()
 
 
 def _handed_over(cfg: Path) -> int:

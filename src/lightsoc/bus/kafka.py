@@ -1,0 +1,555 @@
+"""Kafka bus: collectors produce raw batches, processors consume them in a group.
+
+URL: `kafka://host:port[,host:port]?topic=lightsoc.raw&group=lightsoc-processors`;
+librdkafka settings come from `config` (both clients), `producer_config` and
+`consumer_config`. One message per batch (`codec`), keyed by the source id.
+
+Delivery semantics: at-least-once, never lost.
+- `publish` returns True only once the broker has the batch (idempotent
+  producer, `acks=all`): a collector commits its checkpoints after that. False
+  means "not known to be stored" (timeout, failed delivery): the caller sends
+  it again and the batch keeps its `batch_id`; a late delivery of the first
+  attempt is then a duplicate, which the store drops by `event.id`.
+- A processor's offsets are committed only after `ack` (the batch's events are
+  stored), per partition up to the first unacked message: out-of-order acks
+  never commit past an unacked one. A processor that dies, or loses a
+  partition in a rebalance, leaves its unacked batches to the next owner
+  (redelivery, deduped by the store).
+- A message that is not a raw batch goes, bytes untouched, to `<topic>.dead`
+  (headers name where it came from and why); it counts as acked only once the
+  dead-letter topic has it.
+
+Ordering: every batch of a source has the same key, hence the same partition,
+so one source's batches are consumed in publish order (the idempotent producer
+keeps that order across retries). Batches of different sources are unordered.
+Redelivered batches (after a crash or rebalance) come again in their order,
+after whatever the previous owner had already passed on.
+
+Durability on a real cluster is the topic's: create `<topic>` (and
+`<topic>.dead`) with replication factor 3 and `min.insync.replicas=2`, so that
+`acks=all` means two brokers have every batch; keep
+`unclean.leader.election.enable=false`. Batches can be megabytes: raise the
+topic's `max.message.bytes` to the producer's `message.max.bytes` (32 MiB
+here) or lower the pipeline's batch size. Use partitions >= processors.
+
+Threads: `publish` may be called from any thread. Consumer calls (poll,
+commits, rebalance callbacks, lag) happen only in the thread that holds the
+consume lock, i.e. inside `consume` and `close`; `ack` records the offset and
+the next `consume` commits it asynchronously (`close` commits synchronously).
+A processor must keep calling `consume` (within `max.poll.interval.ms`) or the
+group gives its partitions away. confluent_kafka is imported lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from lightsoc.bus import codec
+from lightsoc.bus.base import Bus, RawBatch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "lightsoc.raw"
+DEFAULT_GROUP = "lightsoc-processors"
+LAG_SECONDS = 1.0
+CLOSE_SECONDS = 10.0
+#: librdkafka's default (1 MB) is smaller than a big batch
+MESSAGE_MAX_BYTES = 32 * 1024 * 1024
+
+TP = tuple[str, int]
+
+
+@dataclass
+class PartitionOffsets:
+    """Consumed and acked offsets of one assigned partition.
+
+    The commit point is the first consumed offset not acked yet, or the offset
+    after the last consumed one when everything is acked.
+    """
+
+    pending: set[int] = field(default_factory=set)
+    first: int = -1  # first offset consumed since the assignment
+    next: int = -1
+
+    def consumed(self, offset: int) -> None:
+        if self.first < 0:
+            self.first = offset
+        self.pending.add(offset)
+        self.next = max(self.next, offset + 1)
+
+    def acked(self, offset: int) -> None:
+        self.pending.discard(offset)  # unknown: consumed before a rebalance, ignored
+
+    def unacked(self) -> int:
+        """The first offset not acked yet (-1: nothing consumed)."""
+        return min(self.pending) if self.pending else self.next
+
+    def point(self) -> int:
+        """Offset to commit; -1 while nothing consumed here is acked (nothing to commit)."""
+        point = self.unacked()
+        return point if point > self.first else -1
+
+
+def parse_url(url: str) -> tuple[str, str, str]:
+    """(bootstrap servers, topic, group) of a `kafka://` URL; ValueError names the fix."""
+    parts = urlsplit(url)
+    if parts.scheme != "kafka" or not parts.netloc:
+        raise ValueError(f"bus {url!r}: expected kafka://host:port[,host:port]?topic=...&group=...")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = set(query) - {"topic", "group"}
+    if unknown:
+        raise ValueError(f"bus {url!r}: unknown parameter(s) {sorted(unknown)}; use topic, group")
+    topic = query.get("topic", [DEFAULT_TOPIC])[-1]
+    group = query.get("group", [DEFAULT_GROUP])[-1]
+    if not topic or not group:
+        raise ValueError(f"bus {url!r}: topic and group must not be empty")
+    return parts.netloc, topic, group
+
+
+def _forced(conf: dict[str, Any], key: str, value: Any, role: str) -> None:
+    """Set a setting the semantics rely on; a different user value is ignored, loudly."""
+    old = conf.get(key)
+    if old is not None and str(old).lower() != str(value).lower():
+        log.warning("kafka bus: %s %s=%r is ignored (always %r)", role, key, old, value)
+    conf[key] = value
+
+
+class KafkaBus(Bus):
+    """Raw batches on a Kafka topic, consumed by a consumer group.
+
+    `metrics()`: published (delivered batches), consumed (batches returned),
+    acked (`ack` calls), committed (partition offsets the group coordinator
+    confirmed), bad_messages (not a raw batch), dead_lettered (of those, the
+    dead-letter topic has), errors and last_error (client errors, failed
+    deliveries and commits), rebalances and partitions (assigned now).
+    `publish` raises `CodecError` only for a batch too big to encode at all.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        config: dict[str, Any] | None = None,
+        producer_config: dict[str, Any] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+        close_timeout: float = CLOSE_SECONDS,
+    ) -> None:
+        self.close_timeout = close_timeout
+        self.bootstrap, self.topic, self.group = parse_url(url)
+        self.dead_topic = f"{self.topic}.dead"
+        base = {**(config or {}), "bootstrap.servers": self.bootstrap}
+        self.producer_conf: dict[str, Any] = {
+            "message.max.bytes": MESSAGE_MAX_BYTES,
+            **base,
+            **(producer_config or {}),
+        }
+        _forced(self.producer_conf, "enable.idempotence", True, "producer")
+        _forced(self.producer_conf, "acks", "all", "producer")
+        self.consumer_conf: dict[str, Any] = {
+            "auto.offset.reset": "earliest",  # a new group reads what is there: nothing lost
+            **base,
+            **(consumer_config or {}),
+        }
+        _forced(self.consumer_conf, "group.id", self.group, "consumer")
+        _forced(self.consumer_conf, "enable.auto.commit", False, "consumer")
+        _forced(self.consumer_conf, "enable.auto.offset.store", False, "consumer")
+        self._metrics: dict[str, Any] = {
+            "published": 0,
+            "consumed": 0,
+            "acked": 0,
+            "committed": 0,
+            "bad_messages": 0,
+            "dead_lettered": 0,  # bad messages the dead-letter topic has
+            "errors": 0,
+            "last_error": None,
+            "rebalances": 0,
+            "partitions": [],
+        }
+        self._lock = threading.RLock()  # metrics and offsets
+        self._producer_lock = threading.Lock()  # creating/replacing the producer
+        self._consume_lock = threading.Lock()  # the consumer's owner thread
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._tp_cls: Any = None
+        self._closed = False
+        # under _lock:
+        self._assigned: set[TP] = set()
+        self._offsets: dict[TP, PartitionOffsets] = {}
+        self._requested: dict[TP, int] = {}  # last commit asked for (async, maybe in flight)
+        self._confirmed: dict[TP, int] = {}  # last commit the coordinator confirmed
+        self._dead_in_flight = 0  # dead letters not confirmed yet
+        self._depth = 0
+        self._next_lag = 0.0
+
+    # -- bookkeeping -----------------------------------------------------
+    def _error(self, msg: str) -> None:
+        with self._lock:
+            self._metrics["errors"] += 1
+            repeated = msg == self._metrics["last_error"]
+            self._metrics["last_error"] = msg
+        if not repeated:  # a repeated error is counted, logged once
+            log.warning("kafka bus %s: %s", self.topic, msg)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._metrics[key] += n
+
+    def _dead_letters_in_flight(self, n: int) -> None:
+        with self._lock:
+            self._dead_in_flight += n
+
+    def _client_error(self, err: Any) -> None:
+        """librdkafka's error callback (broker down, ...): counted, it reconnects."""
+        self._error(f"kafka: {err}")
+
+    def metrics(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._metrics, "partitions": list(self._metrics["partitions"])}
+
+    def depth(self) -> int:
+        """Messages of the assigned partitions not acked yet (refreshed by `consume`, ~1 s)."""
+        with self._lock:
+            return self._depth
+
+    def _client(self, cls: Any, conf: dict[str, Any], role: str) -> Any:
+        """A librdkafka client; a bad setting is a ValueError naming it (users can fix it)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            return cls(conf)
+        except KafkaException as exc:
+            raise ValueError(f"kafka bus {self.topic}: {role} settings: {exc}") from None
+
+    # -- producing ---------------------------------------------------------
+    def _get_producer(self) -> Any:
+        with self._producer_lock:
+            if self._producer is None:
+                from confluent_kafka import Producer
+
+                conf = {**self.producer_conf, "error_cb": self._producer_error}
+                self._producer = self._client(Producer, conf, "producer")
+            return self._producer
+
+    def _producer_error(self, err: Any) -> None:
+        self._client_error(err)
+        if err.fatal():  # idempotence broken (e.g. fenced): the next publish starts afresh
+            with self._producer_lock:
+                old, self._producer = self._producer, None
+            if old is not None:
+                threading.Thread(target=_discard, args=(old,), daemon=True).start()
+
+    def _produce(
+        self, topic: str, value: bytes | None, key: bytes | None, deadline: float | None, **kw: Any
+    ) -> Any:
+        """Queue one message, waiting while the local queue is full; the producer, or None."""
+        from confluent_kafka import KafkaException
+
+        while True:
+            producer = self._get_producer()
+            try:
+                producer.produce(topic, value, key, **kw)
+                return producer
+            except BufferError:  # local queue full: backpressure
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._error(f"produce to {topic} timed out: producer queue full")
+                    return None
+                producer.poll(0.05)
+            except KafkaException as exc:  # too large, unknown topic, ...: not retriable here
+                self._error(f"produce to {topic} failed: {exc}")
+                return None
+
+    def publish(self, batch: RawBatch, timeout: float | None = None) -> bool:
+        """Send a batch keyed by its source; True once the broker acknowledged it."""
+        if self._closed:
+            self._error("publish after close")
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        data = codec.encode(batch)
+        done = threading.Event()
+        result: list[Any] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            result.append(err)
+            done.set()
+
+        key = batch.source.encode()
+        producer = self._produce(self.topic, data, key, deadline, on_delivery=delivered)
+        if producer is None:
+            return False
+        while not done.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                # still queued: it may arrive later, a retry is then a duplicate (deduped)
+                self._error(f"publish of a batch of {batch.source} timed out after {timeout} s")
+                return False
+            producer.poll(0.05 if left is None else min(0.05, left))
+        if result[0] is not None:
+            self._error(f"delivery of a batch of {batch.source} failed: {result[0]}")
+            return False
+        self._count("published")
+        return True
+
+    # -- consuming ---------------------------------------------------------
+    def _get_consumer(self) -> Any:
+        if self._consumer is None:
+            from confluent_kafka import Consumer, TopicPartition
+
+            self._tp_cls = TopicPartition
+            conf = {
+                **self.consumer_conf,
+                "on_commit": self._commit_result,
+                "error_cb": self._client_error,
+            }
+            self._consumer = self._client(Consumer, conf, "consumer")
+            self._consumer.subscribe(
+                [self.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        return self._consumer
+
+    def consume(self, timeout: float) -> RawBatch | None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        if not self._consume_lock.acquire(timeout=max(0.0, timeout)):
+            return None  # another thread is consuming
+        try:
+            if self._closed:
+                return None
+            consumer = self._get_consumer()
+            while True:
+                self._commit(sync=False)
+                if self._producer is not None:
+                    self._producer.poll(0)  # dead-letter delivery reports
+                if time.monotonic() >= self._next_lag:
+                    self._refresh_depth()
+                left = max(0.0, deadline - time.monotonic())
+                msg = consumer.poll(left)
+                if msg is not None:
+                    batch = self._take(msg)
+                    if batch is not None:
+                        return batch
+                if time.monotonic() >= deadline:
+                    return None
+        finally:
+            self._consume_lock.release()
+
+    def _take(self, msg: Any) -> RawBatch | None:
+        """A batch from a message; errors counted, garbage sent to the dead-letter topic."""
+        err = msg.error()
+        if err is not None:
+            self._client_error(err)
+            return None
+        tp = (msg.topic(), msg.partition())
+        offset = msg.offset()
+        with self._lock:
+            if tp not in self._assigned:  # revoked meanwhile: the next owner reads it
+                return None
+            self._offsets.setdefault(tp, PartitionOffsets()).consumed(offset)
+        value = msg.value() or b""
+        try:
+            batch = codec.decode(value)
+        except codec.CodecError as exc:
+            self._dead_letter(msg, tp, offset, exc)
+            return None
+        batch.bus_ref = (tp[0], tp[1], offset)
+        self._count("consumed")
+        return batch
+
+    def _dead_letter(self, msg: Any, tp: TP, offset: int, exc: Exception) -> None:
+        self._count("bad_messages")
+        self._error(f"{tp[0]}[{tp[1]}]@{offset}: {exc}; sent to {self.dead_topic}")
+        headers = [
+            ("lightsoc.topic", tp[0].encode()),
+            ("lightsoc.partition", str(tp[1]).encode()),
+            ("lightsoc.offset", str(offset).encode()),
+            ("lightsoc.error", str(exc).encode()),
+        ]
+
+        def delivered(err: Any, _msg: Any) -> None:
+            self._dead_letters_in_flight(-1)
+            if err is not None:  # stays unacked: read again after a restart or rebalance
+                self._error(f"dead letter of {tp[0]}[{tp[1]}]@{offset} failed: {err}")
+            else:
+                self._count("dead_lettered")
+                self._ack(tp, offset)
+
+        self._dead_letters_in_flight(1)
+        producer = self._produce(
+            self.dead_topic,
+            msg.value(),
+            msg.key(),
+            time.monotonic() + self.close_timeout,
+            headers=headers,
+            on_delivery=delivered,
+        )
+        if producer is None:
+            self._dead_letters_in_flight(-1)
+
+    def _settle_dead_letters(self) -> None:
+        """Wait (bounded) for dead letters in flight, so that their offsets can be committed."""
+        deadline = time.monotonic() + self.close_timeout
+        while self._dead_in_flight > 0 and time.monotonic() < deadline:
+            producer = self._producer
+            if producer is None:
+                return
+            producer.poll(0.05)
+
+    def ack(self, batch: RawBatch) -> None:
+        """The batch's events are stored: its offset may be committed (by the next `consume`)."""
+        ref = batch.bus_ref
+        if ref is None:
+            return
+        topic, partition, offset = ref
+        self._count("acked")
+        self._ack((topic, partition), offset)
+
+    def _ack(self, tp: TP, offset: int) -> None:
+        with self._lock:
+            offsets = self._offsets.get(tp)
+            if offsets is not None:  # None: revoked since, the new owner reads it again
+                offsets.acked(offset)
+
+    # -- commits (consumer's thread) -----------------------------------------
+    def _commit(self, sync: bool, only: set[TP] | None = None) -> None:
+        """Commit the commit points that moved; sync also re-sends unconfirmed ones.
+
+        Runs in the consumer's thread only, so no rebalance can interleave; the
+        lock is not held over the network call (acks and publishes go on).
+        """
+        with self._lock:
+            done = self._confirmed if sync else self._requested
+            todo = {
+                tp: point
+                for tp, off in self._offsets.items()
+                if (point := off.point()) >= 0
+                and point != done.get(tp)
+                and tp in self._assigned
+                and (only is None or tp in only)
+            }
+            if not todo:
+                return
+            if not sync:
+                self._requested.update(todo)
+        tps = [self._tp_cls(t, p, off) for (t, p), off in todo.items()]
+        try:
+            if sync:
+                self._commit_result(None, self._consumer.commit(offsets=tps, asynchronous=False))
+            else:
+                self._consumer.commit(offsets=tps, asynchronous=True)
+        except Exception as exc:  # KafkaException: tried again with the next commit
+            with self._lock:
+                for tp in todo:
+                    self._requested.pop(tp, None)
+            self._error(f"commit failed: {exc}")
+
+    def _commit_result(self, err: Any, partitions: list[Any] | None) -> None:
+        """Async commit callback (served by poll) and sync commit results."""
+        with self._lock:
+            for p in partitions or []:
+                tp = (p.topic, p.partition)
+                if err is None and p.error is None:
+                    if self._confirmed.get(tp) != p.offset:  # sync results come twice
+                        self._confirmed[tp] = p.offset
+                        self._metrics["committed"] += 1
+                else:
+                    self._requested.pop(tp, None)  # commit it again next time
+        bad = err or next((p.error for p in partitions or [] if p.error is not None), None)
+        if bad is not None:
+            self._error(f"commit failed: {bad}")
+
+    # -- rebalance callbacks (served by poll/close in the consumer's thread) -
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        with self._lock:
+            self._metrics["rebalances"] += 1
+            self._assigned.update((p.topic, p.partition) for p in partitions)
+            self._metrics["partitions"] = sorted(f"{t}[{p}]" for t, p in self._assigned)
+        self._next_lag = 0.0
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        self._settle_dead_letters()
+        self._commit(sync=True, only=tps)  # what is stored, while we still own them
+        self._forget(tps)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._forget({(p.topic, p.partition) for p in partitions})
+
+    def _forget(self, tps: set[TP]) -> None:
+        """Unacked messages of these partitions go to their next owner."""
+        with self._lock:
+            for tp in tps:
+                self._assigned.discard(tp)
+                self._offsets.pop(tp, None)
+                self._requested.pop(tp, None)
+                self._confirmed.pop(tp, None)
+            self._metrics["partitions"] = sorted(f"{t}[{p}]" for t, p in self._assigned)
+        self._next_lag = 0.0
+
+    def _refresh_depth(self) -> None:
+        """High watermark - commit point per assigned partition (local calls only)."""
+        self._next_lag = time.monotonic() + LAG_SECONDS
+        with self._lock:
+            points = {tp: o.unacked() for tp, o in self._offsets.items() if tp in self._assigned}
+            assigned = sorted(self._assigned)
+        if not assigned:
+            with self._lock:
+                self._depth = 0
+            return
+        total = 0
+        try:
+            positions = self._consumer.position([self._tp_cls(t, p) for t, p in assigned])
+            for pos in positions:
+                tp = (pos.topic, pos.partition)
+                base = points.get(tp, -1)
+                if base < 0:
+                    base = pos.offset
+                _, high = self._consumer.get_watermark_offsets(pos, cached=True)
+                if base is not None and base >= 0 and high is not None and high >= 0:
+                    total += max(0, high - base)
+        except Exception as exc:  # not known yet
+            log.debug("kafka bus %s: lag unknown: %s", self.topic, exc)
+            return
+        with self._lock:
+            self._depth = total
+
+    # -- closing -------------------------------------------------------------
+    def close(self) -> None:
+        """Commit what is acked (synchronously), leave the group, flush the producer.
+
+        Messages the producer still holds after `close_timeout` are dropped: their
+        `publish` returned False (or is about to), so their sender still has them;
+        a dead letter's offset stays uncommitted, so it is read (and sent) again.
+        """
+        with self._consume_lock:  # consume() returns within its timeout
+            self._closed = True
+            if self._consumer is not None:
+                try:
+                    self._settle_dead_letters()
+                    self._commit(sync=True)
+                    self._consumer.close()  # revokes: commits again (a no-op) and leaves
+                except Exception as exc:
+                    self._error(f"closing the consumer: {exc}")
+                finally:
+                    self._consumer = None
+                    self._forget(set(self._assigned))
+        with self._producer_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            left = _discard(producer, self.close_timeout)
+            if left:
+                self._error(f"{left} messages not delivered at close")
+
+
+def _discard(producer: Any, timeout: float = CLOSE_SECONDS) -> int:
+    """Flush a producer (bounded), fail what is left; the number of messages left."""
+    left = producer.flush(timeout)
+    if left:
+        producer.purge()
+        producer.flush(0)  # serve the purged messages' delivery reports (failures)
+    return left

@@ -1,0 +1,137 @@
+"""The whole split deployment as OS processes: 1 collector + 2 processors +
+scheduler + web over Redis, ClickHouse (Debian's clickhouse-server) and PostgreSQL.
+
+The collector tails 40 files and receives a syslog stream; the two processors
+share the Redis consumer group and write into one ClickHouse; the scheduler
+runs the correlation rules on ClickHouse; the web server answers the API from
+it. The stored count is exact with no event twice, both processors took part,
+the web API counts the same, and the alerts are those of one `lightsoc run`
+(DuckDB) on the same input: the same hits for every stream rule, the same
+(rule, entity) pairs for the correlation rules (their windows depend on when
+the scheduler runs).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from clickhouse_driver import Client
+
+from tests.clickhouse_server import running_clickhouse
+from tests.detect.test_correlation import CORR
+from tests.helpers import LightsocServer, cli_json, free_port, wait_until
+from tests.redis_server import RedisServer
+from tests.roles.procs import RoleProcess
+from tests.roles.test_split_redis import (
+    FILE_LINES,
+    LINUX_RULES,
+    STREAM,
+    SYSLOG_MESSAGES,
+    _alert_hits,
+    _config,
+    _group,
+    _handed_over,
+    _input,
+    _new_db,
+    _send_syslog,
+    _single_run_alerts,
+    _syslog_lines,
+    wait_for_correlation,
+)
+
+RULES = (LINUX_RULES, CORR)
+
+
+def _is_correlation(rule_id: str) -> bool:
+    return any(rule_id in p.read_text() for p in CORR.glob("*.yml"))
+
+
+def test_collector_two_processors_scheduler_and_web_over_clickhouse(
+    tmp_path: Path, pg_cluster
+) -> None:
+    total = FILE_LINES + SYSLOG_MESSAGES
+    redis_server = RedisServer(tmp_path / "redis", appendonly=True, appendfsync="always").start()
+    state = pg_cluster.url(_new_db(pg_cluster))
+    with running_clickhouse() as ch_port:
+        events = f"clickhouse://127.0.0.1:{ch_port}/lightsoc"
+        syslog_port = free_port()
+        cfg = _config(
+            tmp_path / "split.yml",
+            tmp_path / "d",
+            _input(tmp_path),
+            syslog_port,
+            state=state,
+            bus=f"{redis_server.url}?stream={STREAM}",
+            events=events,
+            rules=RULES,
+        )
+        procs = [
+            RoleProcess("process", cfg, "--data-dir", tmp_path / "p1"),
+            RoleProcess("process", cfg, "--data-dir", tmp_path / "p2"),
+            RoleProcess("schedule", cfg, "--data-dir", tmp_path / "s"),
+            RoleProcess("collect", cfg, "--data-dir", tmp_path / "c"),
+        ]
+        web = LightsocServer(
+            ["--role", "web", "--config", cfg, "--data-dir", tmp_path / "w"],
+            cwd=tmp_path,
+            data_dir=tmp_path / "w",
+        )
+        r = redis_server.client()
+        try:
+            for p in procs[:2]:
+                p.start().wait_for("processing batches")
+            procs[2].start().wait_for(": active")
+            procs[3].start().wait_for("collecting 2 source(s)")
+            web.start()
+            _send_syslog(syslog_port, _syslog_lines())
+
+            def drained() -> bool:
+                g = _group(r)
+                return (
+                    bool(g) and g["pending"] == 0 and g["lag"] == 0 and _handed_over(cfg) >= total
+                )
+
+            wait_until(drained, 180, "every record handed over and acknowledged")
+            all_stored = datetime.now(UTC)
+            wait_until(
+                lambda: web.stats()["events_total"] == total, 60, "the web API to count them all"
+            )
+            # both processors took a share (their heartbeats count what each stored)
+            wait_until(
+                lambda: (
+                    sorted(
+                        r["events"] > 0
+                        for r in cli_json("status", "--config", cfg, "--format", "json")
+                        if r["role"] == "process"
+                    )
+                    == [True, True]
+                ),
+                30,
+                "both processors' heartbeats to show stored events",
+            )
+            wait_for_correlation(state, all_stored)
+            for p in procs:
+                assert p.stop() == 0, p.output()
+        finally:
+            web.ensure_stopped()
+            for p in procs:
+                p.ensure_stopped()
+            redis_server.kill()
+        client = Client("127.0.0.1", port=ch_port)
+        try:
+            [(n, distinct)] = client.execute(
+                "SELECT count(), uniqExact(`event.id`) FROM lightsoc.events FINAL"
+            )
+            [(raw,)] = client.execute("SELECT count() FROM lightsoc.events")
+        finally:
+            client.disconnect()
+    assert n == distinct == total
+    assert raw == total  # not even an unmerged duplicate part
+
+    split = _alert_hits(state)
+    single = _single_run_alerts(tmp_path, pg_cluster.url(_new_db(pg_cluster)), RULES)
+    stream = {k: v for k, v in split.items() if not _is_correlation(k[0])}
+    assert stream and stream == {k: v for k, v in single.items() if not _is_correlation(k[0])}
+    corr = {k for k in split if _is_correlation(k[0])}
+    assert corr and corr == {k for k in single if _is_correlation(k[0])}

@@ -167,6 +167,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.role != "all":
         return _run_role(args.role, config)
+    if config.bus != "memory":
+        # one process keeps its offsets with its events: the shared bus is for split roles
+        out.print(
+            "note: --role all runs every stage in this process over an in-process queue; "
+            "`bus:` is used by split roles (--role collect|process|schedule|web)",
+            markup=False,
+        )
     check_sources(config)
     stores = _open_for_write(config.data_dir, config)
     try:

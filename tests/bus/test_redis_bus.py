@@ -97,6 +97,11 @@ def test_url_parameters_and_defaults() -> None:
         RedisBus("kafka://h:9092")
     with pytest.raises(ValueError, match="maxlen must be at least 1"):
         RedisBus("redis://h/0?maxlen=0")
+    assert RedisBus("redis://h/0").claim_idle_ms == 30_000
+    assert RedisBus("redis://h/0?claim_idle=2.5").claim_idle_ms == 2500
+    for bad in ("x", "0", "-1"):
+        with pytest.raises(ValueError, match="claim_idle must"):
+            RedisBus(f"redis://h/0?claim_idle={bad}")
 
 
 def test_redis_py_is_imported_lazily() -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from clickhouse_driver import Client
 
+from lightsoc.config import load_config
+from lightsoc.roles import consumer_name
 from tests.clickhouse_server import running_clickhouse
 from tests.detect.test_correlation import CORR
 from tests.helpers import LightsocServer, cli_json, free_port, wait_until
@@ -135,3 +137,72 @@ def test_collector_two_processors_scheduler_and_web_over_clickhouse(
     assert stream and stream == {k: v for k, v in single.items() if not _is_correlation(k[0])}
     corr = {k for k in split if _is_correlation(k[0])}
     assert corr and corr == {k for k in single if _is_correlation(k[0])}
+
+
+def test_the_batches_of_a_killed_processor_are_taken_over_by_the_other(
+    tmp_path: Path, pg_cluster
+) -> None:
+    """Two processors; one is killed with SIGKILL while it holds a batch and is not
+    restarted: the other claims its pending batches (`claim_idle=2`), and the store
+    ends with every event once."""
+    total = FILE_LINES + SYSLOG_MESSAGES
+    redis_server = RedisServer(tmp_path / "redis", appendonly=True, appendfsync="always").start()
+    state = pg_cluster.url(_new_db(pg_cluster))
+    with running_clickhouse() as ch_port:
+        syslog_port = free_port()
+        cfg = _config(
+            tmp_path / "split.yml",
+            tmp_path / "d",
+            _input(tmp_path),
+            syslog_port,
+            state=state,
+            bus=f"{redis_server.url}?stream={STREAM}&maxlen=20&claim_idle=2",
+            events=f"clickhouse://127.0.0.1:{ch_port}/lightsoc",
+        )
+        victim = RoleProcess("process", cfg, "--data-dir", tmp_path / "p1")
+        survivor = RoleProcess("process", cfg, "--data-dir", tmp_path / "p2")
+        collector = RoleProcess("collect", cfg, "--data-dir", tmp_path / "c")
+        victim_name = consumer_name(load_config(cfg, data_dir_override=tmp_path / "p1"))
+        r = redis_server.client()
+
+        def victim_pending() -> int:
+            if not r.exists(STREAM):
+                return 0
+            return sum(
+                c["pending"]
+                for c in r.xinfo_consumers(STREAM, "lightsoc-processors")
+                if c["name"] in (victim_name, victim_name.encode())
+            )
+
+        try:
+            victim.start().wait_for("processing batches")
+            survivor.start().wait_for("processing batches")
+            collector.start().wait_for("collecting 2 source(s)")
+            wait_until(lambda: victim_pending() > 0, 60, "the victim to hold a batch", 0.01)
+            victim.kill()
+            _send_syslog(syslog_port, _syslog_lines())
+
+            def drained() -> bool:
+                g = _group(r)
+                return (
+                    bool(g) and g["pending"] == 0 and g["lag"] == 0 and _handed_over(cfg) >= total
+                )
+
+            wait_until(drained, 180, "every record handed over and acknowledged")
+            assert victim_pending() == 0  # claimed by the survivor
+            assert survivor.stop() == 0, survivor.output()
+            assert collector.stop() == 0, collector.output()
+        finally:
+            for p in (victim, survivor, collector):
+                p.ensure_stopped()
+            redis_server.kill()
+        client = Client("127.0.0.1", port=ch_port)
+        try:
+            [(n, distinct)] = client.execute(
+                "SELECT count(), uniqExact(`event.id`) FROM lightsoc.events FINAL"
+            )
+        finally:
+            client.disconnect()
+    # (FINAL: a batch the victim was killed inserting is inserted again by the survivor;
+    # the replacing engine keeps one of each event, and every read says FINAL)
+    assert n == distinct == total

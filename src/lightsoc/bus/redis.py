@@ -1,7 +1,7 @@
 """Redis Streams bus: collectors `XADD` raw batches, processors read them in a group.
 
-URL: `redis://host:port/db?stream=lightsoc:raw&group=lightsoc-processors&maxlen=2000`
-(or `rediss://`); those three parameters are the defaults. One stream entry per
+URL: `redis://host:port/db?stream=lightsoc:raw&group=lightsoc-processors&maxlen=2000&claim_idle=30`
+(or `rediss://`); those four parameters are the defaults (`claim_idle` in seconds). One stream entry per
 batch, its only field `b` holding `codec.encode(batch)`.
 
 Delivery is at-least-once. A processor acknowledges (`XACK`) a batch only after
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STREAM = "lightsoc:raw"
 DEFAULT_GROUP = "lightsoc-processors"
+#: a batch unacknowledged this long is taken over by another processor (`claim_idle=`)
+DEFAULT_CLAIM_IDLE_SECONDS = 30.0
 DEFAULT_MAXLEN = 2000
 FIELD = b"b"
 BLOCK_MAX_MS = 1000  # a blocked read wakes up at least this often (to see `close`)
@@ -87,7 +89,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     ours: dict[str, str] = {}
     rest: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in ("stream", "group", "maxlen"):
+        if key in ("stream", "group", "maxlen", "claim_idle"):
             ours[key] = value
         else:
             rest.append((key, value))
@@ -102,7 +104,7 @@ class RedisBus(Bus):
         url: str,
         *,
         consumer: str | None = None,
-        claim_idle_seconds: float = 30.0,
+        claim_idle_seconds: float | None = None,
         max_len: int | None = None,
         stream: str | None = None,
         group: str | None = None,
@@ -121,6 +123,13 @@ class RedisBus(Bus):
         if self.max_len < 1:
             raise ValueError(f"bus url {url!r}: maxlen must be at least 1")
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        if claim_idle_seconds is None:
+            try:
+                claim_idle_seconds = float(params.get("claim_idle", DEFAULT_CLAIM_IDLE_SECONDS))
+            except ValueError:
+                raise ValueError(f"bus url {url!r}: claim_idle must be seconds") from None
+        if claim_idle_seconds <= 0:
+            raise ValueError(f"bus url {url!r}: claim_idle must be more than 0 seconds")
         self.claim_idle_ms = max(1, int(claim_idle_seconds * 1000))
         self._claim_every = min(max(claim_idle_seconds / 2, 0.1), 30.0)
         self._socket_timeout = max(socket_timeout, BLOCK_MAX_MS / 1000 + 1)

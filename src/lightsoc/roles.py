@@ -11,7 +11,9 @@
   acknowledging gets its batch redelivered, by batch id).
 - **schedule** runs correlation rules and ML jobs while it holds the
   `scheduler` lease in the state store; standbys wait and take over when the
-  holder stops renewing it. It opens the event store only while active.
+  holder stops renewing it. It opens the event store only while active. The
+  upkeep of a shared event store (retention) is its job too; the embedded
+  store's single processor does its own.
 - **web** serves the UI and API over the shared stores; its http ingest hands
   batches to the bus. It runs no store maintenance and no scheduler.
 
@@ -331,8 +333,10 @@ def run_process(config: Config, stop: threading.Event, say: Callable[[str], None
     try:
         pipeline = build_pipeline(config, stores, [], bus=bus, follow=True)
         upkeep_stop = threading.Event()
+        # the embedded store has one writer, this processor: it compacts and expires
+        # its own segments; a shared store's upkeep is the active scheduler's
         upkeep = threading.Thread(
-            target=_maintenance_loop,
+            target=_maintenance_loop if _embedded(stores) else lambda *a: None,
             args=(stores, config.store.retention_days, upkeep_stop),
             name="maintenance",
             daemon=True,
@@ -409,11 +413,19 @@ def _run_active(config: Config, leases: Any, me: str, stop: threading.Event) -> 
     before it ran out (another scheduler may hold it by then)."""
     from lightsoc.detect.scheduler import start_background
     from lightsoc.runtime import open_stores
+    from lightsoc.server import _maintenance_loop
 
     stores = open_stores(config.data_dir, config)
     lost = threading.Event()
     try:
         thread = start_background(config, config.data_dir, stores, lost)
+        upkeep = threading.Thread(  # retention of a shared store: once, not per processor
+            target=_maintenance_loop if not _embedded(stores) else lambda *a: None,
+            args=(stores, config.store.retention_days, lost),
+            name="maintenance",
+            daemon=True,
+        )
+        upkeep.start()
         held_until = time.monotonic() + LEASE_SECONDS
         while not stop.wait(LEASE_SECONDS / 3):
             held = _try_lease(leases, me)
@@ -424,8 +436,15 @@ def _run_active(config: Config, leases: Any, me: str, stop: threading.Event) -> 
                 break
         lost.set()
         thread.join(60)
+        upkeep.join(60)
     finally:
         stores.close()
+
+
+def _embedded(stores: Any) -> bool:  # noqa: ANN401
+    from lightsoc.store.events_duckdb import DuckDBEventStore
+
+    return isinstance(stores.events, DuckDBEventStore)
 
 
 def _safe_url(url: str) -> str:

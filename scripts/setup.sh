@@ -11,7 +11,7 @@ declare -A NEEDED=(
     [nfdump]=nfdump [nfcapd]=nfdump [logger]=bsdutils [softflowd]=softflowd
     [tshark]=tshark [tcpdump]=tcpdump [dnsmasq]=dnsmasq-base [dig]=bind9-dnsutils
     [redis-server]=redis-server [kcat]=kcat [rsyslogd]=rsyslog [nginx]=nginx-light
-    [clickhouse-server]=clickhouse-server
+    [clickhouse-server]=clickhouse-server [systemd-analyze]=systemd
     [chromium]=chromium
 )
 for cmd in "${!NEEDED[@]}"; do

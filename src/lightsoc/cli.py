@@ -310,7 +310,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _reader(args: argparse.Namespace) -> Any:
-    return open_reader(_config(args).data_dir)
+    config = _config(args)
+    return open_reader(config.data_dir, config.store.events)
 
 
 def safe(value: str) -> Text:

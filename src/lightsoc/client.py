@@ -153,9 +153,15 @@ class ApiReader:
         self.http.close()
 
 
-def open_reader(data_dir: Path) -> Reader:
-    """The store read-only if it is free, else the API of the server holding it."""
+def open_reader(data_dir: Path, events_url: str = "duckdb") -> Reader:
+    """The store read-only if it is free, else the API of the server holding it; a
+    shared store (`store.events: clickhouse://...`) directly: it has no lock."""
     from lightsoc.store.events_duckdb import DuckDBEventStore
+
+    if events_url != "duckdb":
+        from lightsoc.store.events_clickhouse import ClickHouseEventStore
+
+        return DirectReader(ClickHouseEventStore(events_url))
 
     path = Path(data_dir) / EVENTS_FILE
     if not path.exists():

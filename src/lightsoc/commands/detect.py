@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 NAME = "detect"
 HELP = "rerun the stream and correlation rules over stored events (no duplicate alerts)"
@@ -65,14 +66,12 @@ def run(args: argparse.Namespace) -> int:
     from lightsoc.alerts.outputs.dispatcher import send_once
     from lightsoc.alerts.store import AlertStore
     from lightsoc.cli import UsageError, _config, out, safe
-    from lightsoc.client import EVENTS_FILE, ReaderError, read_server_file
+    from lightsoc.client import EVENTS_FILE, ReaderError
     from lightsoc.detect.build import build_ruleset
     from lightsoc.detect.correlation import load_correlations, load_for_config
     from lightsoc.detect.correlation_eval import AllowFilter, run_range
     from lightsoc.detect.rerun import rerun_stream_rules
     from lightsoc.detect.ruleset import RuleSet
-    from lightsoc.store.base import StoreLockedError
-    from lightsoc.store.events_duckdb import DuckDBEventStore
     from lightsoc.store.state import StateStore
     from lightsoc.timeutil import parse_duration
 
@@ -89,20 +88,17 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_for_config(config.detect.rules, config.data_dir)
         stream_rules = None
     path = config.data_dir / EVENTS_FILE
-    if not path.exists():
+    if config.store.events != "duckdb":  # a shared store: no lock, read it directly
+        from lightsoc.store.events_clickhouse import ClickHouseEventStore
+
+        events: Any = ClickHouseEventStore(config.store.events)
+    elif not path.exists():
         raise ReaderError(
             f"no lightsoc data in {config.data_dir} (run `lightsoc ingest` or `lightsoc run` "
             "with this --data-dir first)"
         )
-    try:
-        events = DuckDBEventStore(path, read_only=True)
-    except StoreLockedError:
-        server = read_server_file(config.data_dir)
-        where = f"the lightsoc server at {server['url']}" if server else "another process"
-        raise RuntimeError(
-            f"{config.data_dir} is in use by {where}; a running server schedules the "
-            "correlation rules itself (stop it to rerun them over history)"
-        ) from None
+    else:
+        events = _open_embedded(path, config)
     state = StateStore.for_data_dir(config.data_dir, config.store.state)
     try:
         if span is None:  # `all`: from the oldest stored event
@@ -152,3 +148,19 @@ def run(args: argparse.Namespace) -> int:
         for e in result.errors:
             out.print(safe(f"failed: {e}"))
     return 1 if result.errors else 0
+
+
+def _open_embedded(path: Path, config: Any) -> Any:  # noqa: ANN401
+    from lightsoc.client import read_server_file
+    from lightsoc.store.base import StoreLockedError
+    from lightsoc.store.events_duckdb import DuckDBEventStore
+
+    try:
+        return DuckDBEventStore(path, read_only=True)
+    except StoreLockedError:
+        server = read_server_file(config.data_dir)
+        where = f"the lightsoc server at {server['url']}" if server else "another process"
+        raise RuntimeError(
+            f"{config.data_dir} is in use by {where}; a running server schedules the "
+            "correlation rules itself (stop it to rerun them over history)"
+        ) from None

@@ -257,7 +257,7 @@ def _events_stored(config: Any, since: str, limit: int) -> Any:  # noqa: ANN401
         parse_duration(since)
     except ValueError as exc:
         raise _usage(f"--since: {exc}") from None
-    reader = open_reader(config.data_dir)
+    reader = open_reader(config.data_dir, config.store.events)
     try:
         rows = reader.search("", since, limit, None)
     finally:

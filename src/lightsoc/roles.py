@@ -38,6 +38,8 @@ from lightsoc.bus.base import Bus, RawBatch
 from lightsoc.pipeline import notify, run_source
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from lightsoc.config import Config
     from lightsoc.sources.base import Source
     from lightsoc.store.events_duckdb import DuckDBEventStore
@@ -51,6 +53,7 @@ LEASE_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
 #: a publish that waits this long (bus full or down) is retried, and counted
 PUBLISH_WAIT_SECONDS = 5.0
+MODEL_SYNC_SECONDS = 30.0
 
 ROLES = ("all", "collect", "process", "schedule", "web")
 
@@ -341,6 +344,9 @@ def run_process(config: Config, stop: threading.Event, say: Callable[[str], None
             name="maintenance",
             daemon=True,
         )
+        models = threading.Thread(
+            target=_sync_models, args=(stores.state, config.data_dir, upkeep_stop), daemon=True
+        )
         heartbeat = Heartbeat(
             stores.state,
             "process",
@@ -348,6 +354,7 @@ def run_process(config: Config, stop: threading.Event, say: Callable[[str], None
         )
         heartbeat.start()
         upkeep.start()
+        models.start()
         pipeline.start()
         say(f"processing batches from {_safe_url(config.bus)}; Ctrl-C stops")
         stop.wait()
@@ -360,6 +367,20 @@ def run_process(config: Config, stop: threading.Event, say: Callable[[str], None
     finally:
         bus.close()
         stores.close()
+
+
+def _sync_models(state: StateStore, data_dir: Path, stop: threading.Event) -> None:
+    """Install the models the scheduler (or `ml train`) shared, every 30 s."""
+    from lightsoc.store.state_models import sync_models
+
+    have: dict[str, int] = {}
+    while True:
+        try:
+            sync_models(state, data_dir, have)
+        except Exception as exc:  # the state store is down: look again later
+            log.warning("ml: shared models not synced: %s", type(exc).__name__)
+        if stop.wait(MODEL_SYNC_SECONDS):
+            return
 
 
 def _process_detail(pipeline: Any) -> dict[str, Any]:  # noqa: ANN401

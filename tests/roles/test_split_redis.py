@@ -304,3 +304,34 @@ def test_a_state_store_outage_delays_alerts_and_loses_nothing(
     assert n == distinct == total
     single_state = own_pg_cluster.url(_new_db(own_pg_cluster))
     assert _alert_hits(split_state) == _single_run_alerts(tmp_path, single_state)
+
+
+def test_a_processor_installs_the_models_the_scheduler_shared(
+    tmp_path: Path, redis_server: RedisServer, pg_cluster
+) -> None:
+    """A model published to the state store (by retraining or `ml train`) reaches a
+    running processor's data directory, where its ML detector reloads it."""
+    from lightsoc.detect.ml.modelfile import SHIPPED_DIR, files, models_dir
+    from lightsoc.store.state_models import SharedModels
+
+    state_url = pg_cluster.url(_new_db(pg_cluster))
+    cfg = _config(
+        tmp_path / "p.yml",
+        tmp_path / "d",
+        _input(tmp_path),
+        free_port(),
+        state=state_url,
+        bus=f"{redis_server.url}?stream={STREAM}",
+    )
+    processor = RoleProcess("process", cfg, "--data-dir", tmp_path / "processor")
+    state = StateStore(state_url)
+    try:
+        SharedModels(state).publish("dga", SHIPPED_DIR / "dga")
+        processor.start().wait_for("processing batches")
+        target = models_dir(tmp_path / "processor") / "dga"
+        wait_until(lambda: (target / "meta.json").exists(), 45, "the shared model installed")
+        assert files(target) == files(SHIPPED_DIR / "dga")
+        assert processor.stop() == 0, processor.output()
+    finally:
+        processor.ensure_stopped()
+        state.close()

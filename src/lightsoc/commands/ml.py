@@ -92,7 +92,7 @@ def _lines(path: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import orjson
 
-    from lightsoc.cli import UsageError
+    from lightsoc.cli import UsageError, _config
     from lightsoc.detect.ml import modelfile
 
     data_dir = _data_dir(args)
@@ -120,6 +120,16 @@ def run(args: argparse.Namespace) -> int:
         model = train(args.input, data_dir, args.from_store, **extra)
         path = save(models_dir(data_dir) / (args.name or args.kind), model)
         out = {"model": str(path), "metrics": model.meta.get("metrics", {})}
+        config = _config(args)
+        if config.store.state != "sqlite":  # a shared state store: processors install it
+            from lightsoc.store.state import StateStore
+            from lightsoc.store.state_models import SharedModels
+
+            state = StateStore.for_data_dir(data_dir, config.store.state)
+            try:
+                out["shared_version"] = SharedModels(state).publish(path.name, path)
+            finally:
+                state.close()
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
     if args.action == "eval":

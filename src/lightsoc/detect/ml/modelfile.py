@@ -85,8 +85,6 @@ def save(target: Path, model: ModelFile) -> Path:
     """Write `model` to the directory `target` atomically; returns `target`."""
     from lightsoc import __version__
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         **model.meta,
         "kind": model.kind,
@@ -95,13 +93,27 @@ def save(target: Path, model: ModelFile) -> Path:
         "created": model.meta.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
         "arrays": sorted(model.arrays),
     }
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **model.arrays)
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
+    return install(target, buf.getvalue(), text.encode("utf-8"))
+
+
+def files(source: Path) -> tuple[bytes, bytes]:
+    """The (arrays, meta) bytes of a saved model directory, to copy it elsewhere."""
+    return (Path(source) / _ARRAYS).read_bytes(), (Path(source) / _META).read_bytes()
+
+
+def install(target: Path, arrays: bytes, meta: bytes) -> Path:
+    """Put a model's files in the directory `target` atomically (a loader sees the old
+    model or the new one, never a mix); returns `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shipped model from other users
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **model.arrays)
-        (tmp / _ARRAYS).write_bytes(buf.getvalue())
-        (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        (tmp / _ARRAYS).write_bytes(arrays)
+        (tmp / _META).write_bytes(meta)
         for f in (tmp / _ARRAYS, tmp / _META):
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())

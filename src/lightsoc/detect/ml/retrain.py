@@ -448,6 +448,12 @@ class RetrainJob:
         mf = _web_file(model, meta) if self.kind == "web" else _dga_file(model, meta)
         out.path = modelfile.save(modelfile.models_dir(self.data_dir) / self.kind, mf)
         out.saved = True
+        try:  # processors of a split deployment install it from the state store
+            from lightsoc.store.state_models import SharedModels
+
+            SharedModels(state).publish(self.kind, out.path)
+        except Exception:  # saved here; the next retrain publishes again
+            log.warning("ml retrain %s: not published to the state store", self.kind)
         out.reason = f"saved {out.path} ({why})"
         log.info("ml retrain %s: %s", self.kind, out.reason)
         return out

@@ -469,11 +469,16 @@ def _embedded(stores: Any) -> bool:  # noqa: ANN401
 
 
 def _safe_url(url: str) -> str:
-    """A bus URL without its password (it may be in the URL)."""
+    """A bus URL without its secrets (a password in the user part or the query)."""
     scheme, sep, rest = url.partition("://")
-    if "@" in rest:
+    if "@" in rest.split("?", 1)[0]:
         rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
+    base, q, query = rest.partition("?")
+    params = [
+        f"{k}=***" if any(w in k.lower() for w in ("password", "secret", "key")) else f"{k}={v}"
+        for k, _, v in (p.partition("=") for p in query.split("&") if p)
+    ]
+    return f"{scheme}{sep}{base}{q}{'&'.join(params)}"
 
 
 def run_web(config: Config, say: Callable[[str], None]) -> None:

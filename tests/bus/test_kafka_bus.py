@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from lightsoc.bus.base import RawBatch
-from lightsoc.bus.kafka import KafkaBus, PartitionOffsets, parse_url
+from lightsoc.bus.kafka import KafkaBus, PartitionOffsets, parse_url, url_settings
 from tests.helpers import free_port, wait_until
 from tests.kafka_cluster import GROUP_CONF, PARTITIONS, TIMEOUT, Children, Cluster
 
@@ -104,6 +104,12 @@ def test_url_defaults_and_errors() -> None:
         "lightsoc-processors",
     )
     assert parse_url("kafka://a:1?topic=t&group=g") == ("a:1", "t", "g")
+    tls = "kafka://a:9093?topic=t&security.protocol=SASL_SSL&sasl.password=p%26w"
+    assert parse_url(tls) == ("a:9093", "t", "lightsoc-processors")
+    assert url_settings(tls) == {"security.protocol": "SASL_SSL", "sasl.password": "p&w"}
+    bus = KafkaBus(tls)
+    for conf in (bus.producer_conf, bus.consumer_conf):
+        assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.password"] == "p&w"
     for bad in ["redis://a:1", "kafka://?topic=t", "kafka://a:1?topics=t", "kafka://a:1?topic="]:
         with pytest.raises(ValueError, match="bus "):
             parse_url(bad)

@@ -101,7 +101,8 @@ def parse_url(url: str) -> tuple[str, str, str]:
     if parts.scheme != "kafka" or not parts.netloc:
         raise ValueError(f"bus {url!r}: expected kafka://host:port[,host:port]?topic=...&group=...")
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = set(query) - {"topic", "group"}
+    # dotted names are librdkafka settings (`url_settings`): TLS/SASL of a real cluster
+    unknown = {k for k in query if "." not in k} - {"topic", "group"}
     if unknown:
         raise ValueError(f"bus {url!r}: unknown parameter(s) {sorted(unknown)}; use topic, group")
     topic = query.get("topic", [DEFAULT_TOPIC])[-1]
@@ -109,6 +110,14 @@ def parse_url(url: str) -> tuple[str, str, str]:
     if not topic or not group:
         raise ValueError(f"bus {url!r}: topic and group must not be empty")
     return parts.netloc, topic, group
+
+
+def url_settings(url: str) -> dict[str, str]:
+    """The librdkafka settings in a `kafka://` URL's query (names with a dot, e.g.
+    `security.protocol=SASL_SSL&sasl.mechanism=SCRAM-SHA-512&sasl.password=${PW}`),
+    for both the producer and the consumer."""
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    return {k: v[-1] for k, v in query.items() if "." in k}
 
 
 def _forced(conf: dict[str, Any], key: str, value: Any, role: str) -> None:
@@ -142,7 +151,7 @@ class KafkaBus(Bus):
         self.close_timeout = close_timeout
         self.bootstrap, self.topic, self.group = parse_url(url)
         self.dead_topic = f"{self.topic}.dead"
-        base = {**(config or {}), "bootstrap.servers": self.bootstrap}
+        base = {**url_settings(url), **(config or {}), "bootstrap.servers": self.bootstrap}
         self.producer_conf: dict[str, Any] = {
             "message.max.bytes": MESSAGE_MAX_BYTES,
             **base,

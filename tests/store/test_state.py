@@ -189,3 +189,29 @@ def test_watermarks_only_move_forward(state_url):
     wm.set_many(["a", "b"], t0 - timedelta(minutes=5))  # never backwards
     assert wm.get_all() == {"a": t0 + timedelta(minutes=5), "b": t0}
     s.close()
+
+
+def test_processes_starting_together_on_a_new_postgresql_database_migrate_once(pg_url):
+    """The processes of a split deployment start at once: one migrates, the rest wait."""
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+    stores: list[StateStore] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            stores.append(StateStore(pg_url))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and len(stores) == 6
+    with stores[0].engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT name FROM applied_migrations")).scalars().all()
+    assert len(names) == len(set(names)) > 0
+    for s in stores:
+        s.close()

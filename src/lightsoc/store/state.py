@@ -60,6 +60,8 @@ api_tokens = sa.Table(
 )
 
 TOKEN_PREFIX = "lsoc_"
+#: PostgreSQL advisory lock key held while migrating ("lsoc" in ASCII)
+MIGRATION_LOCK = 0x6C736F63
 TOUCH_SECONDS = 60.0
 SCOPES = ("admin", "read", "ingest")
 
@@ -152,6 +154,11 @@ class StateStore:
 
     def migrate(self) -> int:
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # processes of a split deployment start together: one migrates, the
+                # others wait here and then find everything applied (the lock is the
+                # transaction's, released at its commit)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
             for version, step in enumerate(MIGRATIONS, start=1):

@@ -24,6 +24,10 @@ Cases (kept as data: generator + command + the figure to watch):
               dashboard, field searches and busy-IP timeline latency through the
               API vs the same SQL on DuckDB directly; PASS/MISS against the
               issue 6 targets (bench/ui_api.py).
+  scaleout    1, 2 and 4 `--role process` processes draining one Redis stream of
+              500k access lines into ClickHouse: events/s, speed-up, CPU per
+              process; syslog -> stored event / -> alert latency p50/p99 through
+              a collector and a processor (bench/scaleout.py, bench/out/scaleout.json).
 
     python bench/run.py [--lines N] [--agg-events N] [--only CASE ...] [--out bench/out]
 """
@@ -237,7 +241,17 @@ NETWORK_SUMMARY = {
 }
 #: machine-learning cases: bench/<name>.py with run(out) -> dict and line(dict) -> str
 ML_CASES = ("ml_web", "ml_dga", "ml_lda", "ml_beacon")
-CASES = ("ingest", "top10", "syslog", "netflow", "pcap_dns", "rules", *ML_CASES, "ui_api")
+CASES = (
+    "ingest",
+    "top10",
+    "syslog",
+    "netflow",
+    "pcap_dns",
+    "rules",
+    *ML_CASES,
+    "ui_api",
+    "scaleout",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         mod = _load("ui_api")
         results["ui_api"] = mod.run(args.out / "ui_api", args.agg_events)
         print(mod.line(results["ui_api"]), flush=True)
+    if "scaleout" in args.only:
+        mod = _load("scaleout")
+        results["scaleout"] = mod.run(args.out)  # also bench/out/scaleout.json
+        print(mod.table(results["scaleout"]), flush=True)
     results["load_average_after"] = os.getloadavg()[0]
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -72,7 +72,7 @@ def test_defaults() -> None:
     cfg = Config()
     assert cfg.data_dir == Path("lightsoc-data") and cfg.sources == {}
     assert (cfg.store.events, cfg.store.state, cfg.store.retention_days) == ("duckdb", "sqlite", 30)
-    assert (cfg.pipeline.batch_max_rows, cfg.pipeline.batch_max_ms) == (32768, 500)
+    assert (cfg.pipeline.batch_max_rows, cfg.pipeline.batch_max_ms) == (32768, 200)
     assert cfg.pipeline.queue_max_batches == 1 and cfg.detect.rules == ["builtin"]
     assert parse_config("") == cfg == parse_config("enrich:\nsources:\n")
 

@@ -348,7 +348,9 @@ class WebConfig(_Model):
 
 class PipelineConfig(_Model):
     batch_max_rows: PositiveInt = 32768
-    batch_max_ms: PositiveInt = 500
+    #: a streaming source (syslog, netflow, redis) sends a partly filled batch this
+    #: long after its first record: latency against the per-batch cost
+    batch_max_ms: PositiveInt = 200
     queue_max_batches: PositiveInt = 1
 
 

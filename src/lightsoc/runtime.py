@@ -126,6 +126,7 @@ def build_sources(config: Config, stores: Stores, *, one_shot: bool = False) -> 
                 batch_max_rows=config.pipeline.batch_max_rows,
             )
         )
+        sources[-1].flush_seconds = config.pipeline.batch_max_ms / 1000
     return sources
 
 

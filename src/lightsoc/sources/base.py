@@ -53,6 +53,9 @@ class Source(ABC):
     """A source reads records and publishes raw batches until stopped."""
 
     type: str = ""
+    #: how long a partly filled batch of a streaming source waits for more records
+    #: (`pipeline.batch_max_ms`; set by the runtime): latency against per-batch cost
+    flush_seconds: float = 0.2
 
     def __init__(self, source_id: str, config: Any, *, checkpoints: dict[str, Checkpoint]) -> None:
         self.id = source_id

@@ -5,7 +5,7 @@ a large receive buffer, served by one `selectors` loop in the source's
 thread. Each datagram is decoded at once (`NetflowDecoder` with a
 `FlowBatch`: templates are parsed, data sets queued), and the batch's ECS
 columns are built and published as one `RawBatch(parsed=True)` when
-`batch_max_rows` flows are queued or `FLUSH_SECONDS` after the first one.
+`batch_max_rows` flows are queued or `flush_seconds` (`pipeline.batch_max_ms`) after the first one.
 
 An exporter is its `ip:port`: a UDP "transport session" in RFC 7011 terms,
 which is what templates are scoped to, so two exporters behind one address
@@ -39,7 +39,6 @@ from lightsoc.store.base import Checkpoint
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.2
 UDP_RCVBUF = 64 << 20  # as syslog's; past net.core.rmem_max only when privileged
 UDP_MAX_DATAGRAM = 1 << 16
 READS_PER_WAKE = 2048  # then let the other sockets and the flush timer have a turn
@@ -276,9 +275,9 @@ class NetflowSource(Source):
             for lst in self.listeners:
                 if lst.sock is None and now >= lst.next_try:
                     self._bind(lst)
-            timeout = FLUSH_SECONDS
+            timeout = self.flush_seconds
             if self._first:
-                timeout = max(0.0, min(timeout, self._first + FLUSH_SECONDS - now))
+                timeout = max(0.0, min(timeout, self._first + self.flush_seconds - now))
             if not self._sel.get_map():
                 self.stop_event.wait(timeout)
                 events = []
@@ -288,8 +287,8 @@ class NetflowSource(Source):
                 self._read(key.data, publish)
             now = time.monotonic()
             # the timer also expires data held for templates that never came
-            if (self._first and now - self._first >= FLUSH_SECONDS) or (
-                now - last_tick >= FLUSH_SECONDS and self.decoder.pending
+            if (self._first and now - self._first >= self.flush_seconds) or (
+                now - last_tick >= self.flush_seconds and self.decoder.pending
             ):
                 self._flush(publish)
                 last_tick = now

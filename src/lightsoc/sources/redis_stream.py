@@ -7,7 +7,7 @@ its own consumer name (delivered before a crash or restart, never acked),
 then claims entries idle longer than `claim_idle_seconds` from other (dead)
 consumers with `XAUTOCLAIM`; the claim is repeated periodically. Then it reads
 new entries with `XREADGROUP ... BLOCK`, up to `batch_max_rows` per batch or
-`FLUSH_SECONDS` after the first buffered entry. Give each instance a fixed
+`flush_seconds` (`pipeline.batch_max_ms`) after the first buffered entry. Give each instance a fixed
 `consumer` name so a restart re-reads its pending entries at once; with the
 default (hostname-pid) they are claimed after `claim_idle_seconds`.
 
@@ -50,7 +50,6 @@ from lightsoc.store.base import Checkpoint
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.2
 BLOCK_IDLE_MS = 1000  # nothing in flight: wake up now and then to see `stop`
 BLOCK_BUSY_MS = 100  # batches in flight: wake up soon to send their acks
 INFO_SECONDS = 5.0
@@ -273,7 +272,7 @@ class RedisStreamSource(Source):
 
     def _read(self, publish: Publish) -> None:
         if self._ids:
-            left = self._first + FLUSH_SECONDS - time.monotonic()
+            left = self._first + self.flush_seconds - time.monotonic()
             block = max(1, int(left * 1000))
         else:
             block = BLOCK_BUSY_MS if self._inflight else BLOCK_IDLE_MS
@@ -287,7 +286,8 @@ class RedisStreamSource(Source):
         if resp:
             self._take(resp[0][1])
         if self._ids and (
-            len(self._ids) >= self.batch_max_rows or time.monotonic() - self._first >= FLUSH_SECONDS
+            len(self._ids) >= self.batch_max_rows
+            or time.monotonic() - self._first >= self.flush_seconds
         ):
             self._flush(publish)
 

@@ -14,7 +14,7 @@ rest of it is read and discarded. Invalid UTF-8 is decoded with backslash
 escapes and flagged `_invalid_utf8` (see `sources.lines`).
 
 Records are buffered (one list append per message) and published as one
-`RawBatch` when `batch_max_rows` are buffered or every `FLUSH_SECONDS`.
+`RawBatch` when `batch_max_rows` are buffered or every `flush_seconds` (`pipeline.batch_max_ms`).
 Network records have no offset: `log.offset` is a per-process sequence number
 and `event.id` is `<hash of source id, listener, process start>-<sequence>`.
 `log.source.address` is the sender (`ip:port`). There are no checkpoints.
@@ -47,7 +47,6 @@ from lightsoc.store.base import Checkpoint
 log = logging.getLogger(__name__)
 
 ADDRESS = "log.source.address"
-FLUSH_SECONDS = 0.2
 SELECT_SECONDS = 0.2
 # Bursts and parse pauses are absorbed here; small datagrams cost ~1 KiB of it each.
 UDP_RCVBUF = 64 << 20
@@ -421,7 +420,7 @@ class SyslogSource(Source):
                     self._bind(lst)
             timeout = SELECT_SECONDS
             if self._first:
-                timeout = max(0.0, min(timeout, self._first + FLUSH_SECONDS - now))
+                timeout = max(0.0, min(timeout, self._first + self.flush_seconds - now))
             if not self._sel.get_map():
                 self.stop_event.wait(timeout)
                 events = []
@@ -437,7 +436,7 @@ class SyslogSource(Source):
                     self._accept(target)
                 if len(self._msgs) >= self.batch_max_rows:
                     self._flush(publish)
-            if self._first and time.monotonic() - self._first >= FLUSH_SECONDS:
+            if self._first and time.monotonic() - self._first >= self.flush_seconds:
                 self._flush(publish)
 
 

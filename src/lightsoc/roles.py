@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from lightsoc.bus.base import Bus, RawBatch
+from lightsoc.heartbeat import HEARTBEAT_SECONDS, Heartbeat, process_id  # noqa: F401
 from lightsoc.pipeline import notify, run_source
 
 if TYPE_CHECKING:
@@ -50,7 +49,6 @@ log = logging.getLogger(__name__)
 COLLECTOR_CATALOG = "collector.duckdb"
 SCHEDULER_LEASE = "scheduler"
 LEASE_SECONDS = 15.0
-HEARTBEAT_SECONDS = 5.0
 #: a publish that waits this long (bus full or down) is retried, and counted
 PUBLISH_WAIT_SECONDS = 5.0
 MODEL_SYNC_SECONDS = 30.0
@@ -72,73 +70,11 @@ def shared_bus(url: str, consumer: str | None = None) -> Bus:
     raise ValueError(f"bus: {url!r} is not a shared bus (redis://... or kafka://...)")
 
 
-def process_id(role: str) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{role}"
-
-
 def consumer_name(config: Config) -> str:
     """Stable per host and data directory: a restarted processor re-reads its own
     unacknowledged batches at once instead of waiting for them to be reclaimed."""
     where = hashlib.sha256(str(config.data_dir.resolve()).encode()).hexdigest()[:8]
     return f"{socket.gethostname()}-{where}"
-
-
-class Heartbeat:
-    """Writes this process's heartbeat every few seconds (a state store outage is
-    logged and counted, never fatal)."""
-
-    def __init__(
-        self,
-        state: StateStore,
-        role: str,
-        stats: Callable[[], tuple[int, int | None, dict[str, Any]]],
-        every: float = HEARTBEAT_SECONDS,
-    ) -> None:
-        from lightsoc.store.state_cluster import Heartbeats, ProcessBeat
-
-        self.beats = Heartbeats(state)
-        self.me = ProcessBeat(
-            process_id(role), role, socket.gethostname(), os.getpid(), datetime.now(UTC)
-        )
-        self.stats = stats
-        self.every = every
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-        self._last: tuple[float, int] | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def beat(self) -> None:
-        events, lag, detail = self.stats()
-        now = time.monotonic()
-        if self._last is not None and now > self._last[0]:
-            self.me.events_per_second = round((events - self._last[1]) / (now - self._last[0]), 1)
-        self._last = (now, events)
-        self.me.events, self.me.lag, self.me.detail = events, lag, detail
-        self.beats.beat(self.me)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.beat()
-            except Exception as exc:
-                self.errors += 1
-                log.warning(
-                    "heartbeat not written (state store unreachable?): %s", type(exc).__name__
-                )
-                log.debug("heartbeat failure", exc_info=True)
-            if self._stop.wait(self.every):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        try:
-            self.beats.remove(self.me.id)
-        except Exception:
-            log.warning("heartbeat row of %s not removed", self.me.id, exc_info=True)
 
 
 class HandOff(Bus):

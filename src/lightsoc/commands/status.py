@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser, common: Callable[..., None]) 
 
 def rows(state: Any, now: datetime | None = None) -> list[dict[str, Any]]:  # noqa: ANN401
     """One dict per process, for both output formats."""
-    from lightsoc.roles import HEARTBEAT_SECONDS, SCHEDULER_LEASE
+    from lightsoc.heartbeat import HEARTBEAT_SECONDS
+    from lightsoc.roles import SCHEDULER_LEASE
     from lightsoc.store.state_cluster import Heartbeats, Leases
 
     now = now or datetime.now(UTC)

@@ -50,6 +50,12 @@ class Cluster:
         self.producer.produce(topic, value, key=key)
         assert self.producer.flush(TIMEOUT) == 0
 
+    def produce_all(self, topic: str, values: list[bytes | None], keyed: bool = True) -> None:
+        """Produce `values` (keyed by their index unless `keyed` is false), then flush."""
+        for i, value in enumerate(values):
+            self.producer.produce(topic, value, key=str(i).encode() if keyed else None)
+        assert self.producer.flush(TIMEOUT) == 0
+
     def _probe(self) -> Consumer:
         return Consumer(
             {"bootstrap.servers": self.bootstrap, "group.id": "probe", "enable.auto.commit": False}
@@ -75,6 +81,16 @@ class Cluster:
             }
         finally:
             c.close()
+
+    def wait_committed(self, topic: str, group: str) -> None:
+        """Wait until the group's commits reach the end of every non-empty partition."""
+        ends = {p: off for p, off in self.end_offsets(topic).items() if off > 0}
+        wait_until(
+            lambda: self.committed(topic, group) == ends,
+            TIMEOUT,
+            f"commits {ends} (have {self.committed(topic, group)})",
+            interval=0.2,
+        )
 
     def read_all(self, topic: str) -> list[Any]:
         """Every message of a topic (a group-less reader from the beginning)."""

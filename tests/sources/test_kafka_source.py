@@ -1,7 +1,7 @@
 """The "kafka" source against librdkafka's mock cluster (3 brokers on 127.0.0.1).
 
-The cluster lives as long as the producer handle that created it; it is fed
-by Debian's real `kcat` and by a confluent_kafka Producer. The source runs in
+The cluster (`tests.kafka_cluster`) lives as long as the producer handle that
+created it; it is fed by Debian's real `kcat` and by a confluent_kafka Producer. The source runs in
 a real Pipeline over a DuckDB store; the group's committed offsets are read
 with a separate Consumer (`committed()` does not join the group).
 """
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
 from lightsoc import registry
 from lightsoc.config import KafkaSourceConfig
@@ -25,10 +24,9 @@ from lightsoc.pipeline import Pipeline, SourceSpec
 from lightsoc.sources.kafka import KafkaSource
 from lightsoc.store.events_duckdb import DuckDBEventStore
 from tests.helpers import LightsocServer, cli_json, free_port, wait_until, write_config
+from tests.kafka_cluster import TIMEOUT, Cluster
 from tests.stores import BrokenStore, GatedStore
 
-TIMEOUT = 30.0
-PARTITIONS = 4  # what the mock cluster gives an auto-created topic
 NGINX = (
     '203.0.113.9 - - [10/Oct/2023:13:55:36 +0000] "GET /admin/{i} HTTP/1.1" 404 153 "-" "curl/8.0"'
 )
@@ -37,22 +35,15 @@ FIELDS = ["event.id", "event.original", "log.offset", "source.ip", "url.path", "
 _names = itertools.count()
 
 
-class Cluster:
-    """A librdkafka mock cluster and a producer on it."""
+class KcatCluster(Cluster):
+    """The mock cluster, also fed by Debian's `kcat`."""
 
     def __init__(self) -> None:
         kcat = shutil.which("kcat")
         if kcat is None:
             pytest.fail("kcat is not installed (Debian package kcat)")
         self.kcat = kcat
-        self.producer = Producer({"test.mock.num.brokers": 3})
-        brokers = self.producer.list_topics(timeout=10).brokers.values()
-        self.brokers = [f"{b.host}:{b.port}" for b in brokers]
-        assert len(self.brokers) == 3 and all(b.startswith("127.0.0.1:") for b in self.brokers)
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(self.brokers)
+        super().__init__()
 
     def kcat_lines(self, topic: str, lines: list[str], partition: int | None = None) -> None:
         args = [self.kcat, "-b", self.brokers[0], "-P", "-t", topic]
@@ -60,43 +51,6 @@ class Cluster:
             args += ["-p", str(partition)]
         data = "".join(line + "\n" for line in lines).encode()
         subprocess.run(args, input=data, check=True, timeout=TIMEOUT, capture_output=True)
-
-    def produce(self, topic: str, values: list[bytes | None], keyed: bool = True) -> None:
-        for i, value in enumerate(values):
-            self.producer.produce(topic, value, key=str(i).encode() if keyed else None)
-        assert self.producer.flush(TIMEOUT) == 0
-
-    def end_offsets(self, topic: str) -> dict[int, int]:
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "probe"})
-        try:
-            ends = {}
-            for p in range(PARTITIONS):
-                _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                ends[p] = high
-            return ends
-        finally:
-            c.close()
-
-    def committed(self, topic: str, group: str) -> dict[int, int]:
-        """The group's committed offsets (partitions without one are left out)."""
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
-        try:
-            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-            return {
-                tp.partition: tp.offset for tp in c.committed(tps, timeout=10) if tp.offset >= 0
-            }
-        finally:
-            c.close()
-
-    def wait_committed(self, topic: str, group: str) -> None:
-        """Wait until the group's commits reach the end of every non-empty partition."""
-        ends = {p: off for p, off in self.end_offsets(topic).items() if off > 0}
-        wait_until(
-            lambda: self.committed(topic, group) == ends,
-            TIMEOUT,
-            f"commits {ends} (have {self.committed(topic, group)})",
-            interval=0.2,
-        )
 
 
 class Run:
@@ -154,8 +108,8 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Cluster:
-    c = Cluster()
+def cluster() -> KcatCluster:
+    c = KcatCluster()
     yield c
     c.producer.flush(10)
 
@@ -192,9 +146,11 @@ def test_kcat_and_producer_messages_are_stored_then_committed(
     topic, group = names
     raw = lines(0, 10)
     cluster.kcat_lines(topic, raw[:5], partition=0)
-    cluster.produce(topic, [line.encode() for line in raw[5:]])
-    cluster.produce(topic, [json.dumps({"message": "hi", "source": {"ip": "10.0.0.1"}}).encode()])
-    cluster.produce(topic, [b"caf\xe9", b"", None])  # invalid UTF-8, empty, tombstone
+    cluster.produce_all(topic, [line.encode() for line in raw[5:]])
+    cluster.produce_all(
+        topic, [json.dumps({"message": "hi", "source": {"ip": "10.0.0.1"}}).encode()]
+    )
+    cluster.produce_all(topic, [b"caf\xe9", b"", None])  # invalid UTF-8, empty, tombstone
     store = GatedStore(tmp_path / "gated.duckdb")
     run = Run(cluster, store, enrichers, topic, group)
     try:
@@ -246,7 +202,7 @@ def test_a_failed_store_commits_nothing_and_a_restart_stores_everything(
 ) -> None:
     topic, group = names
     raw = lines(0, 8)
-    cluster.produce(topic, [line.encode() for line in raw])
+    cluster.produce_all(topic, [line.encode() for line in raw])
     broken = BrokenStore(tmp_path / "broken.duckdb")
     run = Run(cluster, broken, enrichers, topic, group)
     try:
@@ -268,7 +224,7 @@ def test_a_failed_store_commits_nothing_and_a_restart_stores_everything(
 
 def test_restart_consumes_nothing_twice(cluster, store, enrichers, names) -> None:
     topic, group = names
-    cluster.produce(topic, [line.encode() for line in lines(0, 20)])
+    cluster.produce_all(topic, [line.encode() for line in lines(0, 20)])
     run = Run(cluster, store, enrichers, topic, group)
     try:
         run.wait_count(20)
@@ -290,7 +246,7 @@ def test_restart_consumes_nothing_twice(cluster, store, enrichers, names) -> Non
 
 def test_a_rebalance_loses_nothing(cluster, store, enrichers, names) -> None:
     topic, group = names
-    cluster.produce(topic, [line.encode() for line in lines(0, 40)])
+    cluster.produce_all(topic, [line.encode() for line in lines(0, 40)])
     first = Run(cluster, store, enrichers, topic, group)
     try:
         first.wait_count(40)
@@ -303,7 +259,7 @@ def test_a_rebalance_loses_nothing(cluster, store, enrichers, names) -> None:
                 TIMEOUT,
                 "the second member's assignment",
             )
-            cluster.produce(topic, [line.encode() for line in lines(40, 40)])
+            cluster.produce_all(topic, [line.encode() for line in lines(40, 40)])
             wait_until(lambda: store.count() >= 80, TIMEOUT, "80 events")
             cluster.wait_committed(topic, group)
         finally:

@@ -196,6 +196,40 @@ def flow_key(
     return (ip1, ip2, proto, *ports, int(pkts), int(byts), end[:19])
 
 
+def stored_flows(rows: list[dict[str, Any]], timed: bool) -> Counter[tuple]:
+    """The `flow_key`s of flows lightsoc stored (with their end time if `timed`)."""
+    return Counter(
+        flow_key(
+            r["source.ip"],
+            r["source.port"],
+            r["destination.ip"],
+            r["destination.port"],
+            r["network.transport"],
+            r["network.packets"],
+            r["network.bytes"],
+            r["@timestamp"].strftime("%Y-%m-%d %H:%M:%S") if timed else "",
+        )
+        for r in rows
+    )
+
+
+def nfdump_flows(rows: list[dict[str, str]], timed: bool) -> Counter[tuple]:
+    """The `flow_key`s of `nfdump -o csv` rows (with their end time if `timed`)."""
+    return Counter(
+        flow_key(
+            e["sa"],
+            e["sp"],
+            e["da"],
+            e["dp"],
+            e["pr"],
+            e["ipkt"],
+            e["ibyt"],
+            e["te"] if timed else "",
+        )
+        for e in rows
+    )
+
+
 def clock(extra: tuple[str, ...]) -> bool:
     """Flow times are absolute (from the capture) only with `-A`: v9/v5 uptimes follow
     softflowd's own clock, which differs between the two runs."""
@@ -224,33 +258,7 @@ def test_softflowd_export_matches_nfdump(
     assert len(rows) == len(expected) > 0
     assert sum(r["network.bytes"] for r in rows) == sum(int(e["ibyt"]) for e in expected)
     assert sum(r["network.packets"] for r in rows) == sum(int(e["ipkt"]) for e in expected)
-    got = Counter(
-        flow_key(
-            r["source.ip"],
-            r["source.port"],
-            r["destination.ip"],
-            r["destination.port"],
-            r["network.transport"],
-            r["network.packets"],
-            r["network.bytes"],
-            r["@timestamp"].strftime("%Y-%m-%d %H:%M:%S") if clock(extra) else "",
-        )
-        for r in rows
-    )
-    want = Counter(
-        flow_key(
-            e["sa"],
-            e["sp"],
-            e["da"],
-            e["dp"],
-            e["pr"],
-            e["ipkt"],
-            e["ibyt"],
-            e["te"] if clock(extra) else "",
-        )
-        for e in expected
-    )
-    assert got == want
+    assert stored_flows(rows, clock(extra)) == nfdump_flows(expected, clock(extra))
     (exporter,) = f.source.senders
     counters = f.source.senders[exporter]
     assert exporter.startswith("127.0.0.1:") and counters["datagrams"] == sent
@@ -454,24 +462,8 @@ def test_ipv6_and_icmpv6_flows_match_nfdump(flows: Any, tmp_path: Path) -> None:
     f = flows()
     f.settle(send(f.port()))
     rows = f.rows()
-    got = Counter(
-        flow_key(
-            r["source.ip"],
-            r["source.port"],
-            r["destination.ip"],
-            r["destination.port"],
-            r["network.transport"],
-            r["network.packets"],
-            r["network.bytes"],
-            "",
-        )
-        for r in rows
-    )
-    want = Counter(
-        flow_key(e["sa"], e["sp"], e["da"], e["dp"], e["pr"], e["ipkt"], e["ibyt"], "")
-        for e in expected
-    )
-    assert got == want and len(rows) == len(recs)
+    assert stored_flows(rows, timed=False) == nfdump_flows(expected, timed=False)
+    assert len(rows) == len(recs)
     icmp = [r for r in rows if r["network.transport"] == "ipv6-icmp"]
     assert len(icmp) == 2
     ra = next(r for r in icmp if r["source.ip"] == link)

@@ -8,6 +8,7 @@ XPENDING: entries stay pending until their events are stored.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,13 @@ class Run:
         spec = SourceSpec("queue", "redis", format="auto")
         self.pipeline = Pipeline(store, [self.source], {"queue": spec}, enrichers)
         self.pipeline.start()
+        self.stopped = False
 
     def stop(self) -> None:
+        """Stop the pipeline (once: the `runs` fixture stops what a test left running)."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.pipeline.stop(timeout=30)
         assert self.pipeline.wait(0), "pipeline did not stop"
 
@@ -85,6 +91,34 @@ def store(tmp_path: Path):
     s.close()
 
 
+@pytest.fixture
+def runs(server, store, enrichers) -> Iterator[Callable[..., Run]]:
+    """Start Runs on `server` over `store` (or the store given); all are stopped at the end."""
+    made: list[Run] = []
+
+    def start(over: DuckDBEventStore | None = None, **options: Any) -> Run:
+        run = Run(server, store if over is None else over, enrichers, **options)
+        made.append(run)
+        return run
+
+    yield start
+    for run in made:
+        run.stop()
+
+
+@pytest.fixture
+def gated(runs, tmp_path: Path) -> Iterator[Run]:
+    """A Run over a store whose writes wait for `run.store.gate` (opened at the end)."""
+    store = GatedStore(tmp_path / "gated.duckdb")
+    run = runs(store)
+    yield run
+    store.gate.set()  # before stopping: the writer must not wait for it
+    try:
+        run.stop()
+    finally:
+        store.close()
+
+
 def pending(r: redis.Redis) -> int:
     return int(r.xpending(STREAM, GROUP)["pending"])
 
@@ -100,198 +134,154 @@ def test_registered() -> None:
     assert registry.get("sources", "redis") is RedisStreamSource
 
 
-def test_raw_lines_and_json_are_stored_and_acked(server, store, enrichers) -> None:
+def test_raw_lines_and_json_are_stored_and_acked(server, store, runs) -> None:
     r = server.client()
     lines = add_lines(r, 0, 10)
     r.xadd(STREAM, {"message": json.dumps({"message": "hi", "source": {"ip": "10.0.0.1"}})})
     r.xadd(STREAM, {"level": "warn", "text": "no message field"})  # stored as JSON
     r.xadd(STREAM, {"message": b"caf\xe9"})  # invalid UTF-8: escaped and tagged
     r.xadd(STREAM, {"message": ""})  # empty: counted, not an event
-    run = Run(server, store, enrichers)
-    try:
-        rows = run.wait_count(13)
-        by_text = {row["event.original"]: row for row in rows}
-        assert set(lines) <= set(by_text)
-        assert by_text[NGINX.format(i=1)]["url.path"] == "/admin/1"
-        assert by_text[NGINX.format(i=1)]["source.ip"] == "203.0.113.9"
-        assert by_text[SSHD.format(i=0)]["user.name"] == "root"
-        json_row = next(row for row in rows if row["message"] == "hi")
-        assert json_row["source.ip"] == "10.0.0.1"
-        whole = next(row for row in rows if "no message field" in row["event.original"])
-        assert json.loads(whole["event.original"]) == {"level": "warn", "text": "no message field"}
-        assert "invalid_utf8" in by_text["caf\\xe9"]["tags"]
-        ids = {row["event.id"] for row in rows}
-        assert len(ids) == 13 and all(i.startswith(run.source.prefix) for i in ids)
-        wait_until(lambda: pending(r) == 0, what="every entry acked")
-        m = run.pipeline.metrics()["sources"]["queue"]
-        assert m["received"] == 14 and m["skipped_empty"] == 1
-        assert m["extra"]["acked"] == 14 and m["extra"]["invalid_utf8"] == 1
-        assert m["senders"][STREAM]["received"] == 14
-        [src] = store.stats()["sources"]
-        assert (src["received"], src["events"]) == (14, 13)
-    finally:
-        run.stop()
+    run = runs()
+    rows = run.wait_count(13)
+    by_text = {row["event.original"]: row for row in rows}
+    assert set(lines) <= set(by_text)
+    assert by_text[NGINX.format(i=1)]["url.path"] == "/admin/1"
+    assert by_text[NGINX.format(i=1)]["source.ip"] == "203.0.113.9"
+    assert by_text[SSHD.format(i=0)]["user.name"] == "root"
+    json_row = next(row for row in rows if row["message"] == "hi")
+    assert json_row["source.ip"] == "10.0.0.1"
+    whole = next(row for row in rows if "no message field" in row["event.original"])
+    assert json.loads(whole["event.original"]) == {"level": "warn", "text": "no message field"}
+    assert "invalid_utf8" in by_text["caf\\xe9"]["tags"]
+    ids = {row["event.id"] for row in rows}
+    assert len(ids) == 13 and all(i.startswith(run.source.prefix) for i in ids)
+    wait_until(lambda: pending(r) == 0, what="every entry acked")
+    m = run.pipeline.metrics()["sources"]["queue"]
+    assert m["received"] == 14 and m["skipped_empty"] == 1
+    assert m["extra"]["acked"] == 14 and m["extra"]["invalid_utf8"] == 1
+    assert m["senders"][STREAM]["received"] == 14
+    [src] = store.stats()["sources"]
+    assert (src["received"], src["events"]) == (14, 13)
 
 
-def test_the_record_field_is_configurable(server, store, enrichers) -> None:
+def test_the_record_field_is_configurable(server, runs) -> None:
     r = server.client()
     r.xadd(STREAM, {"line": SSHD.format(i=1), "message": "not this one"})
-    run = Run(server, store, enrichers, field="line")
-    try:
-        [row] = run.wait_count(1)
-        assert row["event.original"] == SSHD.format(i=1)
-        assert row["user.name"] == "root"
-    finally:
-        run.stop()
+    [row] = runs(field="line").wait_count(1)
+    assert row["event.original"] == SSHD.format(i=1)
+    assert row["user.name"] == "root"
 
 
-def test_entries_are_acked_only_after_storage(server, tmp_path, enrichers) -> None:
-    r = server.client()
-    store = GatedStore(tmp_path / "gated.duckdb")
-    run = Run(server, store, enrichers)
-    try:
-        add_lines(r, 0, 20)
-        run.wait_received(20)
-        assert pending(r) == 20  # delivered to the source, not stored yet: not acked
-        assert store.count() == 0
-        run.source._info()  # the periodic XINFO GROUPS, now
-        assert run.source.senders[STREAM]["pending"] == 20
-        assert run.source.metrics.extra["pending"] == 20
-        store.gate.set()
-        run.wait_count(20)
-        wait_until(lambda: pending(r) == 0, what="acks after storage")
-    finally:
-        store.gate.set()
-        run.stop()
-        store.close()
+def test_entries_are_acked_only_after_storage(server, gated: Run) -> None:
+    r, run = server.client(), gated
+    add_lines(r, 0, 20)
+    run.wait_received(20)
+    assert pending(r) == 20  # delivered to the source, not stored yet: not acked
+    assert run.store.count() == 0
+    run.source._info()  # the periodic XINFO GROUPS, now
+    assert run.source.senders[STREAM]["pending"] == 20
+    assert run.source.metrics.extra["pending"] == 20
+    run.store.gate.set()
+    run.wait_count(20)
+    wait_until(lambda: pending(r) == 0, what="acks after storage")
 
 
 def test_a_failed_store_leaves_entries_pending_and_a_restart_stores_them(
-    server, tmp_path, enrichers
+    server, runs, tmp_path
 ) -> None:
     r = server.client()
     broken = BrokenStore(tmp_path / "broken.duckdb")
     lines = add_lines(r, 0, 5)
-    run = Run(server, broken, enrichers)
+    run = runs(broken)
     try:
         run.wait_received(5)
     finally:
         run.stop()  # the writer gives up: the batch is answered "not committed"
         broken.close()
     assert pending(r) == 5
-    store = DuckDBEventStore(tmp_path / "events.duckdb")
-    run = Run(server, store, enrichers)  # same consumer name: re-reads its pending entries
-    try:
-        rows = run.wait_count(5)
-        assert sorted(row["event.original"] for row in rows) == sorted(lines)
-        wait_until(lambda: pending(r) == 0, what="acks after redelivery")
-    finally:
-        run.stop()
-        store.close()
+    rows = runs().wait_count(5)  # same consumer name: re-reads its pending entries
+    assert sorted(row["event.original"] for row in rows) == sorted(lines)
+    wait_until(lambda: pending(r) == 0, what="acks after redelivery")
 
 
-def test_restart_stores_nothing_twice(server, store, enrichers) -> None:
+def test_restart_stores_nothing_twice(server, runs) -> None:
     r = server.client()
     add_lines(r, 0, 6)
-    run = Run(server, store, enrichers)
-    try:
-        run.wait_count(6)
-    finally:
-        run.stop()
+    run = runs()
+    run.wait_count(6)
+    run.stop()
     assert pending(r) == 0  # a clean stop acks everything stored
     add_lines(r, 6, 4)
-    run = Run(server, store, enrichers)
-    try:
-        rows = run.wait_count(10)
-        wait_until(lambda: pending(r) == 0, what="acks")
-        # nothing else arrives: the acked entries are not delivered again
-        add_lines(r, 10, 1)
-        rows = run.wait_count(11)
-    finally:
-        run.stop()
+    run = runs()
+    rows = run.wait_count(10)
+    wait_until(lambda: pending(r) == 0, what="acks")
+    # nothing else arrives: the acked entries are not delivered again
+    add_lines(r, 10, 1)
+    rows = run.wait_count(11)
+    run.stop()
     assert len({row["event.id"] for row in rows}) == 11
     assert len({row["event.original"] for row in rows}) == 11
 
 
-def test_entries_of_a_dead_consumer_are_claimed(server, store, enrichers) -> None:
+def test_entries_of_a_dead_consumer_are_claimed(server, runs) -> None:
     r = server.client()
     r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     lines = add_lines(r, 0, 4)
     got = r.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=10)  # read, never acked
     assert len(got[0][1]) == 4
-    run = Run(server, store, enrichers, claim_idle_seconds=0.2)
-    try:
-        rows = run.wait_count(4)
-        assert sorted(row["event.original"] for row in rows) == sorted(lines)
-        wait_until(lambda: pending(r) == 0, what="claimed entries acked")
-        assert run.source.metrics.extra["claimed"] == 4
-    finally:
-        run.stop()
+    run = runs(claim_idle_seconds=0.2)
+    rows = run.wait_count(4)
+    assert sorted(row["event.original"] for row in rows) == sorted(lines)
+    wait_until(lambda: pending(r) == 0, what="claimed entries acked")
+    assert run.source.metrics.extra["claimed"] == 4
 
 
-def test_redis_going_away_is_survived(server, store, enrichers) -> None:
+def test_redis_going_away_is_survived(server, runs) -> None:
     r = server.client()
     add_lines(r, 0, 3)
-    run = Run(server, store, enrichers)
-    try:
-        run.wait_count(3)
-        wait_until(lambda: pending(r) == 0, what="acks")
-        server.kill()
-        wait_until(lambda: run.source.metrics.extra["reconnects"] >= 1, what="a reconnect")
-        assert run.source.metrics.errors >= 1
-        assert "reconnecting" in (run.source.metrics.last_error or "")
-        server.start()  # same port, empty: the group is created again
-        r = server.client()
-        add_lines(r, 3, 3)
-        run.wait_count(6)
-        wait_until(lambda: pending(r) == 0, what="acks after the reconnect")
-        assert run.source.metrics.last_error is None
-    finally:
-        run.stop()
-
-
-def test_acks_that_fail_while_redis_is_down_are_retried(server, tmp_path, enrichers) -> None:
+    run = runs()
+    run.wait_count(3)
+    wait_until(lambda: pending(r) == 0, what="acks")
+    server.kill()
+    wait_until(lambda: run.source.metrics.extra["reconnects"] >= 1, what="a reconnect")
+    assert run.source.metrics.errors >= 1
+    assert "reconnecting" in (run.source.metrics.last_error or "")
+    server.start()  # same port, empty: the group is created again
     r = server.client()
-    store = GatedStore(tmp_path / "gated.duckdb")
-    run = Run(server, store, enrichers)
-    try:
-        add_lines(r, 0, 5)
-        run.wait_received(5)
-        server.kill()  # the batch is in flight: stored while Redis is away
-        store.gate.set()
-        run.wait_count(5)
-        wait_until(lambda: run.source.metrics.extra["reconnects"] >= 1, what="a reconnect")
-        assert run.source.metrics.extra["acked"] == 0
-        server.start()
-        wait_until(lambda: run.source.metrics.extra["acked"] == 5, what="the acks sent again")
-        r = server.client()
-        add_lines(r, 5, 2)
-        run.wait_count(7)
-    finally:
-        store.gate.set()
-        run.stop()
-        store.close()
+    add_lines(r, 3, 3)
+    run.wait_count(6)
+    wait_until(lambda: pending(r) == 0, what="acks after the reconnect")
+    assert run.source.metrics.last_error is None
 
 
-def test_lag_and_pending_are_reported(server, tmp_path, enrichers) -> None:
+def test_acks_that_fail_while_redis_is_down_are_retried(server, gated: Run) -> None:
+    r, run = server.client(), gated
+    add_lines(r, 0, 5)
+    run.wait_received(5)
+    server.kill()  # the batch is in flight: stored while Redis is away
+    run.store.gate.set()
+    run.wait_count(5)
+    wait_until(lambda: run.source.metrics.extra["reconnects"] >= 1, what="a reconnect")
+    assert run.source.metrics.extra["acked"] == 0
+    server.start()
+    wait_until(lambda: run.source.metrics.extra["acked"] == 5, what="the acks sent again")
     r = server.client()
-    store = GatedStore(tmp_path / "gated.duckdb")
-    run = Run(server, store, enrichers)
-    try:
-        add_lines(r, 0, 3)
-        run.wait_received(3)
-        store.gate.set()
-        run.wait_count(3)
-        wait_until(lambda: pending(r) == 0, what="acks")
-        info = r.xinfo_groups(STREAM)[0]
-        assert info["lag"] == 0
-        run.source._info()  # the periodic XINFO GROUPS, now
-        stream = run.pipeline.metrics()["sources"]["queue"]["senders"][STREAM]
-        assert stream["lag"] == 0 and stream["pending"] == 0 and stream["received"] == 3
-    finally:
-        store.gate.set()
-        run.stop()
-        store.close()
+    add_lines(r, 5, 2)
+    run.wait_count(7)
+
+
+def test_lag_and_pending_are_reported(server, gated: Run) -> None:
+    r, run = server.client(), gated
+    add_lines(r, 0, 3)
+    run.wait_received(3)
+    run.store.gate.set()
+    run.wait_count(3)
+    wait_until(lambda: pending(r) == 0, what="acks")
+    info = r.xinfo_groups(STREAM)[0]
+    assert info["lag"] == 0
+    run.source._info()  # the periodic XINFO GROUPS, now
+    stream = run.pipeline.metrics()["sources"]["queue"]["senders"][STREAM]
+    assert stream["lag"] == 0 and stream["pending"] == 0 and stream["received"] == 3
 
 
 def test_lightsoc_run_with_a_redis_source(server, tmp_path) -> None:

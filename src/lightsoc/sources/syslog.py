@@ -21,7 +21,8 @@ and `event.id` is `<hash of source id, listener, process start>-<sequence>`.
 
 A listener that cannot be bound (port in use, unknown host) is reported in
 `metrics.errors` / `metrics.last_error` and retried with backoff while the
-others serve; the error is cleared once every listener is bound.
+others serve; the error is cleared once every listener is bound (binding,
+retries and the receive buffer are `sources.listen`'s).
 """
 
 from __future__ import annotations
@@ -40,48 +41,24 @@ import polars as pl
 
 from lightsoc.bus.base import RawBatch
 from lightsoc.registry import register
-from lightsoc.sources.base import Publish, Source, set_rcvbuf
+from lightsoc.sources.base import Publish, Source
 from lightsoc.sources.lines import OFFSET, TRUNCATED, lines_from_list
+from lightsoc.sources.listen import Listener, Listeners, host_port, parse_listen
 from lightsoc.store.base import Checkpoint
 
 log = logging.getLogger(__name__)
 
 ADDRESS = "log.source.address"
 SELECT_SECONDS = 0.2
-# Bursts and parse pauses are absorbed here; small datagrams cost ~1 KiB of it each.
-UDP_RCVBUF = 64 << 20
 RECV_CHUNK = 1 << 16
-UDP_MAX_DATAGRAM = 1 << 16
 UDP_READS_PER_WAKE = 1024  # then let the other sockets have a turn
-RETRY_MAX_SECONDS = 30.0
 _START_NS = time.time_ns()
 _TERMINATOR = re.compile(rb"[\n\0]")
 
 
-def parse_listen(value: str) -> tuple[str, str, int]:
-    """`udp://HOST:PORT` -> ("udp", host, port); IPv6 hosts in brackets."""
-    scheme, _, rest = value.partition("://")
-    host, _, port = rest.rpartition(":")
-    return scheme, host.strip("[]") or "0.0.0.0", int(port)
-
-
-def _address(addr: Any) -> tuple[str, str]:
-    """(ip, "ip:port") of a socket address (IPv6 as "[ip]:port")."""
-    ip, port = addr[0], addr[1]
-    return ip, (f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}")
-
-
 @dataclass
-class _Listener:
-    url: str
-    transport: str
-    host: str
-    port: int
-    prefix: str
-    sock: socket.socket | None = None
-    next_try: float = 0.0
-    delay: float = 1.0
-    problem: str | None = None
+class _Listener(Listener):
+    prefix: str = ""  # of `event.id`: hash of source id, listener, process start
 
 
 @dataclass
@@ -111,18 +88,16 @@ class SyslogSource(Source):
         super().__init__(source_id, config, checkpoints=checkpoints)
         self.batch_max_rows = max(1, batch_max_rows)
         self.max_bytes = int(getattr(config, "max_message_bytes", 64 * 1024))
-        self.rcvbuf = int(getattr(config, "udp_receive_buffer_bytes", UDP_RCVBUF))
         self._keep = self.max_bytes + 2  # enough for `lines` to see an oversize message
-        self.listeners = []
+        items: list[Listener] = []
         for url in config.listen:
-            transport, host, port = parse_listen(url)
             raw = f"{source_id}|{url}|{_START_NS}".encode()
             prefix = hashlib.blake2b(raw, digest_size=8).hexdigest() + "-"
-            self.listeners.append(_Listener(url, transport, host, port, prefix))
+            items.append(_Listener(url, *parse_listen(url), prefix=prefix))
+        self.listeners = Listeners(self, items, log, bind_level=logging.ERROR)
         #: per sender ip: {"received", "bytes", "last_seen"}; replaced, never mutated
         self.senders: dict[str, dict[str, Any]] = {}
         self._seq = 0
-        self._sel: selectors.BaseSelector | None = None
         self._conns: dict[int, _Conn] = {}
         self._reset_buffer()
 
@@ -197,90 +172,33 @@ class SyslogSource(Source):
         publish(batch)
 
     # -- listeners -------------------------------------------------------
-    def _bind(self, lst: _Listener) -> None:
-        kind = socket.SOCK_DGRAM if lst.transport == "udp" else socket.SOCK_STREAM
-        sock: socket.socket | None = None
-        try:
-            infos = socket.getaddrinfo(lst.host, lst.port, type=kind, flags=socket.AI_PASSIVE)
-            family, _, _, _, sockaddr = infos[0]
-            sock = socket.socket(family, kind)
-            if lst.transport == "udp":
-                set_rcvbuf(sock, self.rcvbuf)
-            else:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(sockaddr)
-            if lst.transport == "tcp":
-                sock.listen(128)
-            sock.setblocking(False)
-        except OSError as exc:
-            if sock is not None:
-                sock.close()
-            msg = f"cannot listen on {lst.url}: {exc.strerror or exc} (retrying)"
-            if msg != lst.problem:
-                lst.problem = msg
-                self.metrics.errors += 1
-                self.metrics.last_error = msg
-                log.error("source %s: %s", self.id, msg)
-            lst.next_try = time.monotonic() + lst.delay
-            lst.delay = min(lst.delay * 2, RETRY_MAX_SECONDS)
-            return
-        lst.sock, lst.problem, lst.delay = sock, None, 1.0
-        if lst.transport == "udp":
-            rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-            old = self.metrics.extra.get("udp_rcvbuf")
-            self.metrics.extra["udp_rcvbuf"] = rcvbuf if old is None else min(old, rcvbuf)
-            if rcvbuf < self.rcvbuf:
-                log.info(
-                    "source %s: %s receive buffer is %d bytes (asked %d; see net.core.rmem_max)",
-                    self.id,
-                    lst.url,
-                    rcvbuf,
-                    self.rcvbuf,
-                )
-        assert self._sel is not None
-        self._sel.register(sock, selectors.EVENT_READ, lst)
-        bound = sock.getsockname()
-        log.info("source %s: listening on %s://%s", self.id, lst.transport, _address(bound)[1])
-        if not any(x.problem for x in self.listeners):
-            self.metrics.last_error = None
-
     def bound_port(self, index: int = 0) -> int | None:
         """The port listener `index` is bound to (None while it is not)."""
-        sock = self.listeners[index].sock
-        return sock.getsockname()[1] if sock is not None else None
+        return self.listeners.bound_port(index)
 
     # -- reading ---------------------------------------------------------
     def _read_udp(self, lst: _Listener) -> None:
-        assert lst.sock is not None
-        for _ in range(UDP_READS_PER_WAKE):
-            try:
-                data, addr = lst.sock.recvfrom(UDP_MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ICMP errors surfacing on some systems
-                self._error(f"{lst.url}: receive failed: {exc}")
-                return
-            ip, address = _address(addr)
-            self._count(ip, len(data), 1)
+        for data, addr in self.listeners.datagrams(lst, UDP_READS_PER_WAKE):
+            self._count(addr[0], len(data), 1)
             msg = data.rstrip(b"\n\0")
-            self._add(msg[: self._keep], lst, address)
+            self._add(msg[: self._keep], lst, host_port(addr))
 
     def _accept(self, lst: _Listener) -> None:
-        assert lst.sock is not None and self._sel is not None
+        sel = self.listeners.sel
+        assert lst.sock is not None and sel is not None
         while True:
             try:
                 sock, addr = lst.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. too many open files: keep serving the others
-                self._error(f"{lst.url}: accept failed: {exc}")
+                self.listeners.report(f"{lst.url}: accept failed: {exc}")
                 self.stop_event.wait(0.1)  # e.g. out of file descriptors: do not spin
                 return
             sock.setblocking(False)
-            ip, address = _address(addr)
-            conn = _Conn(sock, lst, ip, address)
+            conn = _Conn(sock, lst, addr[0], host_port(addr))
             self._conns[sock.fileno()] = conn
-            self._sel.register(sock, selectors.EVENT_READ, conn)
+            sel.register(sock, selectors.EVENT_READ, conn)
 
     def _read_tcp(self, conn: _Conn) -> None:
         try:
@@ -379,22 +297,16 @@ class SyslogSource(Source):
             self._count(conn.ip, 0, len(self._msgs) + self._skipped - before)
         conn.buf.clear()
         self._conns.pop(conn.sock.fileno(), None)
-        if self._sel is not None:
+        if self.listeners.sel is not None:
             try:
-                self._sel.unregister(conn.sock)
+                self.listeners.sel.unregister(conn.sock)
             except (KeyError, ValueError):
                 pass
         conn.sock.close()
 
-    def _error(self, msg: str) -> None:
-        self.metrics.errors += 1
-        if msg != self.metrics.last_error:  # a repeated error is counted, logged once
-            self.metrics.last_error = msg
-            log.warning("source %s: %s", self.id, msg)
-
     # -- running ---------------------------------------------------------
     def run(self, publish: Publish) -> None:
-        self._sel = selectors.DefaultSelector()
+        self.listeners.open()
         try:
             self._serve(publish)
         finally:
@@ -403,30 +315,17 @@ class SyslogSource(Source):
             try:
                 self._flush(publish)
             finally:
-                for lst in self.listeners:
-                    if lst.sock is not None:
-                        lst.sock.close()
-                        lst.sock = None
-                self._sel.close()
-                self._sel = None
+                self.listeners.close()
                 self._conns.clear()
 
     def _serve(self, publish: Publish) -> None:
-        assert self._sel is not None
         while not self.stop_event.is_set():
             now = time.monotonic()
-            for lst in self.listeners:
-                if lst.sock is None and now >= lst.next_try:
-                    self._bind(lst)
+            self.listeners.bind_due(now)
             timeout = SELECT_SECONDS
             if self._first:
                 timeout = max(0.0, min(timeout, self._first + self.flush_seconds - now))
-            if not self._sel.get_map():
-                self.stop_event.wait(timeout)
-                events = []
-            else:
-                events = self._sel.select(timeout)
-            for key, _ in events:
+            for key, _ in self.listeners.wait(timeout):
                 target = key.data
                 if isinstance(target, _Conn):
                     self._read_tcp(target)

@@ -14,16 +14,12 @@ by the event store (`event.id` / `batch_id`), not here. `claim_idle_seconds`
 must exceed the longest time a batch spends between `consume` and `ack`, or a
 slow processor's batch is taken over and stored twice (deduplicated, wasted).
 
-Bounded, never lossy: the stream holds at most `maxlen` entries. A publish that
-finds it full first trims the entries every group has acknowledged (`XTRIM
-MINID` up to the oldest entry that some group still has pending or has not
-been delivered yet, from `XINFO GROUPS` last-delivered-id and `XPENDING` of
-each group; with no group yet nothing is trimmed), then waits until there is
-room (backpressure on the collector). `XADD MAXLEN` is never used: it drops
-unread batches. The length check and `XADD` are one Lua script, so concurrent
-publishers never overshoot `maxlen`. Acks also trim now and then. Entries that
-are not raw batches are copied with an `error` field to `<stream>:dead` and
-acknowledged (counted in `bad_messages`, never fatal).
+Bounded, never lossy: the stream holds at most `maxlen` entries; a publish that
+finds it full trims what every group has acknowledged, then waits for room
+(backpressure on the collector). How, and the group depth: `bus.redis_trim`.
+Acks also trim now and then. Entries that are not raw batches are copied with
+an `error` field to `<stream>:dead` and acknowledged (counted in
+`bad_messages`, never fatal).
 
 Persistence: give Redis `appendonly yes`. With `appendfsync everysec` (the
 default) a host crash can lose up to a second of accepted batches and acks
@@ -45,6 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from lightsoc.bus import codec
 from lightsoc.bus.base import Bus, RawBatch
+from lightsoc.bus.redis_trim import ADD_IF_ROOM, _text, group_depth, trim_acknowledged
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +58,6 @@ RETRY_MAX_SECONDS = 5.0
 DEPTH_CACHE_SECONDS = 1.0
 TRIM_EVERY_ACKS = 100
 TRIM_EVERY_SECONDS = 5.0
-
-#: XADD only below `maxlen` entries, atomically (nil when full)
-_ADD_IF_ROOM = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-return redis.call('XADD', KEYS[1], '*', 'b', ARGV[2])
-"""
-
-Id = tuple[int, int]
-
-
-def _parse_id(value: bytes | str) -> Id:
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -177,7 +156,7 @@ class RedisBus(Bus):
             socket_connect_timeout=5,
             retry=Retry(NoBackoff(), 0),
         )
-        self._add_script = client.register_script(_ADD_IF_ROOM)
+        self._add_script = client.register_script(ADD_IF_ROOM)
         return client
 
     @staticmethod
@@ -248,31 +227,7 @@ class RedisBus(Bus):
 
     def _trim(self) -> int:
         """XTRIM MINID the entries every group has acknowledged; how many went."""
-        import redis
-
-        client = self.client
-        try:
-            groups = client.xinfo_groups(self.stream)
-        except redis.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return 0
-            raise
-        if not groups:  # nobody has read anything: everything is unread
-            return 0
-        pipe = client.pipeline(transaction=False)
-        for g in groups:
-            pipe.xpending(self.stream, g["name"])
-        summaries = pipe.execute()
-        keep: Id | None = None
-        for g, summary in zip(groups, summaries, strict=True):
-            # XINFO was read first: a delivery since only moves the real bound up
-            ms, seq = _parse_id(g["last-delivered-id"])
-            first = (ms, seq + 1)  # the first entry not delivered to this group
-            if summary["pending"] and summary["min"] is not None:
-                first = min(first, _parse_id(summary["min"]))
-            keep = first if keep is None else min(keep, first)
-        assert keep is not None
-        n = int(client.xtrim(self.stream, minid=f"{keep[0]}-{keep[1]}", approximate=False))
+        n = trim_acknowledged(self.client, self.stream)
         if n:
             self._count("trimmed", n)
         return n
@@ -474,16 +429,7 @@ class RedisBus(Bus):
             return self._depth
         self._depth_at = now
         try:
-            depth = None
-            for g in self.client.xinfo_groups(self.stream):
-                if _text(g["name"]) == self.group:
-                    lag = g.get("lag")
-                    # lag is nil after XDEL inside the unread range: count the stream
-                    unread = int(lag) if lag is not None else int(self.client.xlen(self.stream))
-                    depth = int(g["pending"]) + unread
-            if depth is None:  # no group yet: nothing was ever read
-                depth = int(self.client.xlen(self.stream))
-            self._depth = depth
+            self._depth = group_depth(self.client, self.stream, self.group)
         except redis.ResponseError as exc:
             if "no such key" not in str(exc).lower():
                 self._error("reading the depth", exc)

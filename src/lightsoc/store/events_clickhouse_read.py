@@ -20,10 +20,10 @@ import pyarrow.compute as pc
 from lightsoc import schema
 from lightsoc.store.base import EntitySummary, TimeRange
 from lightsoc.store.events_clickhouse_engine import Engine
-from lightsoc.store.events_entity import _GEO, _INTEL, _ROLES
+from lightsoc.store.events_entity import _GEO, _INTEL, _ROLES, _add_summary_row
 from lightsoc.store.query import Compiled
 from lightsoc.store.query_clickhouse import Dialect, micros, qi, storage_name
-from lightsoc.store.query_sql import _c, _p
+from lightsoc.store.query_dialect import _c, _p
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: DuckDB's `time_bucket` origin for sub-month widths (a Monday): buckets match it
@@ -50,6 +50,16 @@ def to_datetime(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=int(us))
 
 
+def _time_bounds(tr: TimeRange | None) -> list[Compiled]:
+    """`@timestamp` within `tr` (start inclusive, end exclusive), one condition per bound."""
+    out = []
+    if tr is not None and tr.start is not None:
+        out.append(_c(f"{_TS} >= ", _p(micros(tr.start))))
+    if tr is not None and tr.end is not None:
+        out.append(_c(f"{_TS} < ", _p(micros(tr.end))))
+    return out
+
+
 def _check(name: str) -> str:
     if name not in schema.BY_NAME:
         raise ValueError(f"unknown field {name!r}")
@@ -73,11 +83,7 @@ class ClickHouseReads:
         return f"`{self.db}`.events FINAL"
 
     def _where(self, query: str, tr: TimeRange | None) -> Compiled:
-        parts = [self.dialect.compile(query)]
-        if tr is not None and tr.start is not None:
-            parts.append(_c(f"{_TS} >= ", _p(micros(tr.start))))
-        if tr is not None and tr.end is not None:
-            parts.append(_c(f"{_TS} < ", _p(micros(tr.end))))
+        parts = [self.dialect.compile(query), *_time_bounds(tr)]
         out: list[str | Compiled] = []
         for i, part in enumerate(parts):
             out += [" AND " if i else "", "(", part, ")"]
@@ -295,10 +301,8 @@ class ClickHouseReads:
         for i, o in enumerate(ors):
             out += [" OR " if i else "", o]
         out.append(")")
-        if tr is not None and tr.start is not None:
-            out += [f" AND {_TS} >= ", _p(micros(tr.start))]
-        if tr is not None and tr.end is not None:
-            out += [f" AND {_TS} < ", _p(micros(tr.end))]
+        for bound in _time_bounds(tr):
+            out += [" AND ", bound]
         return _c(*out)
 
     def timeline(
@@ -316,9 +320,7 @@ class ClickHouseReads:
         where = self._entity_where(entity, time_range)
         if datasets is not None:
             if datasets:
-                items: list[str | Compiled] = []
-                for i, ds in enumerate(datasets):
-                    items += [", " if i else "", _p(str(ds))]
+                items = _plist([str(ds) for ds in datasets])
                 where = _c(where, " AND ifNull(`event.dataset`, 'unknown') IN (", *items, ")")
             else:
                 where = _c(where, " AND 0")
@@ -340,10 +342,7 @@ class ClickHouseReads:
         ids = list(dict.fromkeys(str(i) for i in ids))
         if not ids:
             return self.search("", time_range, fields, limit=0)
-        items: list[str | Compiled] = []
-        for i, x in enumerate(ids):
-            items += [", " if i else "", _p(x)]
-        where = _c("`event.id` IN (", *items, ")")
+        where = _c("`event.id` IN (", *_plist(ids), ")")
         if time_range is not None and time_range.start is not None:
             where = _c(where, " AND `_ts` >= ", _p(micros(time_range.start) // _DAY * _DAY))
         if time_range is not None and time_range.end is not None:
@@ -388,21 +387,10 @@ class ClickHouseReads:
         )
         t = self.engine.query(sql.sql, sql.params)
         out = EntitySummary(entity)
-        n_geo = len(_GEO)
         for row in t.to_pylist():
             r = list(row.values())
-            first, last = to_datetime(r[2]), to_datetime(r[3])
-            out.datasets[r[0]] = int(r[1])
-            out.total += int(r[1])
-            if first is not None:
-                out.first_seen = first if out.first_seen is None else min(out.first_seen, first)
-            if last is not None:
-                out.last_seen = last if out.last_seen is None else max(out.last_seen, last)
-            for key, value in zip(_GEO, r[4 : 4 + n_geo], strict=True):
-                if value is not None and key not in out.geo:
-                    out.geo[key] = value
-            for role, n in zip(_ROLES, r[4 + n_geo :], strict=True):
-                out.roles[role] = out.roles.get(role, 0) + int(n)
+            geo, roles = r[4 : 4 + len(_GEO)], r[4 + len(_GEO) :]
+            _add_summary_row(out, r[0], r[1], to_datetime(r[2]), to_datetime(r[3]), geo, roles)
         if out.total:
             out.intel = self._entity_intel(entity, time_range)
         return out

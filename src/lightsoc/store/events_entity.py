@@ -7,7 +7,7 @@ Column names come from the schema only; values travel as parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -46,25 +46,22 @@ class EntityQueries:
             params.append(list(datasets))
         desc = order == "desc"
         direction = "DESC" if desc else "ASC"
-        segments = self._segments(time_range, "desc" if desc else "asc")
         sort = [(k, "descending" if desc else "ascending") for k in _TIMELINE_KEYS]
-        found: pa.Table | None = None
-        done, take = 0, _TIMELINE_FIRST
-        while done < len(segments):
-            files = [f for f, _, _ in segments[done : done + take]]
-            sql = (
-                f'SELECT "@timestamp", "log.offset", filename, file_row_number '  # noqa: S608
-                f"FROM {_KEYED_EVENTS} AS events WHERE {where} "
-                f'ORDER BY "@timestamp" {direction}, "log.offset" {direction} LIMIT ?'
-            )
-            batch = self._cur().sql(sql, params=[files, *params, int(limit)]).to_arrow_table()
+        sql = (
+            f'SELECT "@timestamp", "log.offset", filename, file_row_number '  # noqa: S608
+            f"FROM {_KEYED_EVENTS} AS events WHERE {where} "
+            f'ORDER BY "@timestamp" {direction}, "log.offset" {direction} LIMIT ?'
+        )
+
+        def read(files: list[str]) -> pa.Table:
+            return self._cur().sql(sql, params=[files, *params, int(limit)]).to_arrow_table()
+
+        def merge(found: pa.Table, batch: pa.Table) -> pa.Table:
             # A stable sort keeps each batch's own order among full ties, as one query would.
-            found = batch if found is None else pa.concat_tables([found, batch]).sort_by(sort)
-            found = found.slice(0, limit)
-            done += len(files)
-            if done < len(segments) and _timeline_complete(found, limit, segments[done], desc):
-                break
-            take *= 2
+            return pa.concat_tables([found, batch]).sort_by(sort).slice(0, limit)
+
+        segments = self._segments(time_range, "desc" if desc else "asc")
+        found = _read_in_steps(segments, read, merge, limit, desc, _TIMELINE_FIRST, 2)
         return self._rows_at(found, fields)
 
     def _rows_at(self, keys: pa.Table | None, fields: Sequence[str] | None) -> pa.Table:
@@ -143,17 +140,8 @@ class EntityQueries:
         sql, named = _named(sql, [*src_params, *params], entity)
         rows = self._cur().execute(sql, named).fetchall()
         out = EntitySummary(entity)
-        n_geo = len(side)
         for r in rows:
-            out.datasets[r[0]] = int(r[1])
-            out.total += int(r[1])
-            out.first_seen = r[2] if out.first_seen is None else min(out.first_seen, r[2])
-            out.last_seen = r[3] if out.last_seen is None else max(out.last_seen, r[3])
-            for key, value in zip(side, r[4 : 4 + n_geo], strict=True):
-                if value is not None and key not in out.geo:
-                    out.geo[key] = value
-            for role, n in zip(roles, r[4 + n_geo :], strict=True):
-                out.roles[role] = out.roles.get(role, 0) + int(n)
+            _add_summary_row(out, r[0], r[1], r[2], r[3], r[4 : 4 + len(side)], r[4 + len(side) :])
         if out.total:
             out.intel = self._entity_intel(entity, time_range)
         return out
@@ -201,6 +189,35 @@ def _timeline_complete(found: pa.Table, limit: int, nxt: tuple[Any, Any, Any], d
     return edge > bound if desc else edge < bound
 
 
+def _read_in_steps(
+    segments: Sequence[tuple[str, Any, Any]],
+    read: Callable[[list[str]], pa.Table],
+    merge: Callable[[pa.Table, pa.Table], pa.Table],
+    limit: int,
+    desc: bool,
+    first: int,
+    growth: int,
+) -> pa.Table | None:
+    """The first `limit` keys over `segments` (in `_segments` order), read in widening steps.
+
+    `read(files)` gives the first `limit` matches in some files; `merge(found, part)`
+    the first `limit` of both. Steps read `first` segments, then `growth` times as
+    many each; they stop once `_timeline_complete` says no later segment can change
+    the result. None if there is no segment.
+    """
+    found: pa.Table | None = None
+    done, take = 0, first
+    while done < len(segments):
+        files = [f for f, _, _ in segments[done : done + take]]
+        part = read(files)
+        found = part if found is None else merge(found, part)
+        done += len(files)
+        if done < len(segments) and _timeline_complete(found, limit, segments[done], desc):
+            break
+        take *= growth
+    return found
+
+
 _GEO = {
     "country": "geo.country_iso_code",
     "city": "geo.city_name",
@@ -227,6 +244,30 @@ _INTEL = {
     "feed": "threat.feed.name",
     "field": "threat.enrichments.matched.field",
 }
+
+
+def _add_summary_row(
+    out: EntitySummary,
+    dataset: str,
+    n: int,
+    first: Any,
+    last: Any,
+    geo: Sequence[Any],
+    roles: Sequence[int],
+) -> None:
+    """Fold one dataset's row of an entity summary into `out`: `geo` values in
+    `_GEO` order (the first non-null of each wins), `roles` counts in `_ROLES` order."""
+    out.datasets[dataset] = int(n)
+    out.total += int(n)
+    if first is not None:
+        out.first_seen = first if out.first_seen is None else min(out.first_seen, first)
+    if last is not None:
+        out.last_seen = last if out.last_seen is None else max(out.last_seen, last)
+    for key, value in zip(_GEO, geo, strict=True):
+        if value is not None and key not in out.geo:
+            out.geo[key] = value
+    for role, count in zip(_ROLES, roles, strict=True):
+        out.roles[role] = out.roles.get(role, 0) + int(count)
 
 
 def _entity_where(entity: str, tr: TimeRange | None) -> tuple[str, list[Any]]:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lightsoc.store.base import TimeRange
-from lightsoc.store.events_entity import _KEYED_EVENTS, _select_list, _timeline_complete
+from lightsoc.store.events_entity import _KEYED_EVENTS, _read_in_steps, _select_list
 
 #: segments read by a search's first step (then 4x as many, and so on): the newest
 #: segment alone usually holds a page of a common value
@@ -49,18 +49,15 @@ class SearchQueries:
         segments = self._segments(time_range, order)
         need = int(offset) + int(limit)
         where, params = self._where(query, time_range)
-        keys: pa.Table | None = None
-        done, take = 0, SEARCH_FIRST_SEGMENTS
-        while done < len(segments):
-            files = [f for f, _, _ in segments[done : done + take]]
-            part = self._search_keys(files, where, params, need, order)
-            keys = part if keys is None else _top_rows(pa.concat_tables([keys, part]), order, need)
-            done += len(files)
-            if done < len(segments) and _timeline_complete(
-                keys, need, segments[done], order == "desc"
-            ):
-                break
-            take *= 4
+        keys = _read_in_steps(
+            segments,
+            lambda files: self._search_keys(files, where, params, need, order),
+            lambda found, part: _top_rows(pa.concat_tables([found, part]), order, need),
+            need,
+            order == "desc",
+            SEARCH_FIRST_SEGMENTS,
+            4,
+        )
         page = None if keys is None else keys.slice(int(offset), int(limit))
         return self._rows_at(page, fields)
 

@@ -112,6 +112,9 @@ class DuckDBEventStore(SearchQueries, EntityQueries, SegmentMaintenance, EventSt
                 raise StoreLockedError(f"{self.path} is in use by another process") from exc
             raise
         self._con.execute("SET TimeZone='UTC'")
+        # Segment files never change once published (a rewrite is a new name), so their
+        # footers can be kept: a query over N segments no longer parses N footers.
+        self._con.execute("SET GLOBAL parquet_metadata_cache = true")
         self.files = SegmentFiles(self.path.parent / SEGMENT_DIR)
         if not read_only:
             self._migrate()

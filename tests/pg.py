@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,26 +126,28 @@ def _start(bindir: Path) -> PgCluster:
     pytest.fail(f"PostgreSQL did not start: {last[-2000:]}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """A running PostgreSQL cluster for this test session, removed at its end."""
+@contextmanager
+def _running_cluster() -> Iterator[PgCluster]:
     cluster = _start(_bindir())
     try:
         yield cluster
     finally:
         cluster.ctl("stop", "-m", "immediate", "-w", check=False)
         shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A running PostgreSQL cluster for this test session, removed at its end."""
+    with _running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def own_pg_cluster() -> Iterator[PgCluster]:
     """A cluster of this test's own, which it may stop and start (fault tests)."""
-    cluster = _start(_bindir())
-    try:
+    with _running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.ctl("stop", "-m", "immediate", "-w", check=False)
-        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from clickhouse_driver import Client
 
@@ -47,6 +48,16 @@ RULES = (LINUX_RULES, CORR)
 
 def _is_correlation(rule_id: str) -> bool:
     return any(rule_id in p.read_text() for p in CORR.glob("*.yml"))
+
+
+def _wait_drained(r: Any, cfg: Path, total: int) -> None:
+    """Until every record is handed over to the bus and every bus entry acknowledged."""
+
+    def drained() -> bool:
+        g = _group(r)
+        return bool(g) and g["pending"] == 0 and g["lag"] == 0 and _handed_over(cfg) >= total
+
+    wait_until(drained, 180, "every record handed over and acknowledged")
 
 
 def test_collector_two_processors_scheduler_and_web_over_clickhouse(
@@ -88,13 +99,7 @@ def test_collector_two_processors_scheduler_and_web_over_clickhouse(
             web.start()
             _send_syslog(syslog_port, _syslog_lines())
 
-            def drained() -> bool:
-                g = _group(r)
-                return (
-                    bool(g) and g["pending"] == 0 and g["lag"] == 0 and _handed_over(cfg) >= total
-                )
-
-            wait_until(drained, 180, "every record handed over and acknowledged")
+            _wait_drained(r, cfg, total)
             all_stored = datetime.now(UTC)
             wait_until(
                 lambda: web.stats()["events_total"] == total, 60, "the web API to count them all"
@@ -182,13 +187,7 @@ def test_the_batches_of_a_killed_processor_are_taken_over_by_the_other(
             victim.kill()
             _send_syslog(syslog_port, _syslog_lines())
 
-            def drained() -> bool:
-                g = _group(r)
-                return (
-                    bool(g) and g["pending"] == 0 and g["lag"] == 0 and _handed_over(cfg) >= total
-                )
-
-            wait_until(drained, 180, "every record handed over and acknowledged")
+            _wait_drained(r, cfg, total)
             assert victim_pending() == 0  # claimed by the survivor
             assert survivor.stop() == 0, survivor.output()
             assert collector.stop() == 0, collector.output()

@@ -26,6 +26,10 @@ fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     APT_PACKAGES+=(postgresql)
 fi
+# DGA training (`make eval`, scripts/train_models.py) counts English words as benign text.
+if [ ! -f /usr/share/dict/american-english ]; then
+    APT_PACKAGES+=(wamerican)
+fi
 # Debian's python3 needs python3-venv for `-m venv`; a pyenv/python.org build has it.
 if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
     APT_PACKAGES+=(python3-venv)

@@ -27,8 +27,12 @@ indices) is `dga_ngrams`.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -344,23 +348,53 @@ def features(names: list[str] | pl.Series, tables: dict[str, np.ndarray]) -> np.
     return features_ngram(names, tables, None)[0]
 
 
+_T = TypeVar("_T")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def map_chunks(fn: Callable[[int], _T], n: int) -> list[_T]:
+    """`fn(start)` for the start of every `CHUNK` of `n` names, results in order.
+
+    Chunks run on a small shared thread pool: numpy releases the GIL in the gathers,
+    reductions and searches that make up most of a chunk, so on 2 cores scoring runs
+    1.6-1.8x as fast. One chunk (a stream batch) stays on the caller's thread.
+    """
+    global _pool
+    starts = range(0, n, CHUNK)
+    if len(starts) < 2:
+        return [fn(i) for i in starts]
+    with _pool_lock:
+        if _pool is None:
+            workers = max(1, min(4, os.cpu_count() or 1))
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="lightsoc-dga")
+    return list(_pool.map(fn, starts))
+
+
 def features_ngram(
-    names: list[str] | pl.Series, tables: dict[str, np.ndarray], ngram: np.ndarray | None
+    names: list[str] | pl.Series,
+    tables: dict[str, np.ndarray],
+    ngram: np.ndarray | None,
+    wide: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The feature matrix and, per name, the sum of the `ngram` weights of its hashed
-    n-grams (as `ngram_matrix` weighs them; 0 when `ngram` is None). One label split
-    serves both."""
+    n-grams (as `ngram_matrix` weighs them; 0 when `ngram` is None) plus that of the
+    `wide` weights of its hashed 4-/5-grams (as `dga_wide.wide_matrix` weighs them).
+    One label split serves all."""
     series = names if isinstance(names, pl.Series) else pl.Series("name", names, dtype=pl.Utf8)
-    parts = [
-        _features_chunk(series.slice(i, CHUNK), tables, ngram) for i in range(0, len(series), CHUNK)
-    ]
+    parts = map_chunks(
+        lambda i: _features_chunk(series.slice(i, CHUNK), tables, ngram, wide), len(series)
+    )
     if not parts:
         return np.zeros((0, len(FEATURES))), np.zeros(0)
     return np.vstack([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _features_chunk(
-    series: pl.Series, tables: dict[str, np.ndarray], ngram: np.ndarray | None
+    series: pl.Series,
+    tables: dict[str, np.ndarray],
+    ngram: np.ndarray | None,
+    wide: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     codes, lengths, cls = split_labels(series)
     n = lengths.size
@@ -400,6 +434,9 @@ def _features_chunk(
         wsum = ngram[inner[0]] + ngram[inner[1]] + ngram[inner[2]]
         zl = per_label(wsum) + ngram[ends[0]] + ngram[ends[1]]
         z[ok] = zl / np.sqrt(3.0 * L + 2.0)
+    if wide is not None:
+        h4, h5 = N.wide_index(g)
+        z[ok] += per_label(wide[h4] + wide[h5]) / np.sqrt(2.0 * L)
     # runs of one character class: a run starts where the class changes or a label does
     change = np.r_[True, cl[1:] != cl[:-1]]
     change[starts] = True

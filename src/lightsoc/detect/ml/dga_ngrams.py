@@ -9,7 +9,11 @@ gives them, 0 marking the label boundary):
 - the per-label statistics the binned features take from those tables: mean bigram
   and trigram log-likelihood, the share of rare bigrams, the share of 4-/5-grams seen
   (`ngram_columns`);
-- the weight indices of the linear n-gram component (`ngram_index`).
+- the weight indices of the linear n-gram component (`ngram_index`) and of the second,
+  separately fitted 4-/5-gram model (`wide_index`, see `dga_wide`).
+
+The benign tables can also count the words of a word list (`word_counts`), weighing as
+much in all as the benign names they are built from.
 
 Everything is flat numpy over all codes of a chunk of labels; per-label figures come
 from `np.add.reduceat` over the label starts.
@@ -30,6 +34,9 @@ SEEN_SIZE = {4: ALPHABET**4, 5: 1 << SEEN_BITS}
 #: 2**NGRAM_BITS slots; `NGRAM_SIZE` weights in all
 NGRAM_BITS = 16
 NGRAM_SIZE = ALPHABET**2 + ALPHABET**3 + (1 << NGRAM_BITS)
+#: the second n-gram model (`dga_wide`): 4- and 5-grams hashed into 2**WIDE_BITS weights
+WIDE_BITS = 18
+WIDE_SIZE = 1 << WIDE_BITS
 #: the columns `ngram_columns` returns, in order
 COLUMNS = ("bigram_ll", "trigram_ll", "rare_bigram_share", "seen4_share", "seen5_share")
 _RARE = np.float32(np.log(0.005))  # a bigram rarer than this in benign names
@@ -71,11 +78,30 @@ def seen_slot(gram: np.ndarray, order: int) -> np.ndarray:
     return ((gram.astype(np.int64) * 2654435761) >> 7) & ((1 << SEEN_BITS) - 1)
 
 
-def benign_tables(codes: np.ndarray, lengths: np.ndarray, alpha: float = 0.1) -> dict:
+def word_counts(codes: np.ndarray, lengths: np.ndarray) -> dict[int, np.ndarray]:
+    """Bigram and trigram counts (boundaries included, as `benign_tables` counts them)
+    of a word list's `codes` and `lengths`; key 0 holds the number of words."""
+    lengths = lengths[lengths > 0]
+    starts = np.cumsum(lengths) - lengths
+    g, closing, _ = grams(codes, starts, lengths)
+    out = {o: np.bincount(np.r_[g[o], closing[o]], minlength=ALPHABET**o) for o in (2, 3)}
+    out[0] = np.array([lengths.size])
+    return out
+
+
+def benign_tables(
+    codes: np.ndarray,
+    lengths: np.ndarray,
+    alpha: float = 0.1,
+    words: dict[int, np.ndarray] | None = None,
+    word_weight: float = 1.0,
+) -> dict:
     """What the features need to know of benign labels (`codes`, `lengths` as
     `split_labels` gives them): conditional log-probability tables log P(c | previous 1
     or 2 codes) with additive smoothing `alpha` (float32, ALPHABET**2 and **3 entries),
-    and the 4- and 5-grams seen in them as bit sets (packed uint8)."""
+    and the 4- and 5-grams seen in them as bit sets (packed uint8). `words`
+    (`word_counts`) add to the bigram and trigram counts, all words together weighing
+    `word_weight` times the labels; the seen sets stay the labels' own."""
     lengths = lengths[lengths > 0]
     starts = np.cumsum(lengths) - lengths
     out = {}
@@ -86,7 +112,10 @@ def benign_tables(codes: np.ndarray, lengths: np.ndarray, alpha: float = 0.1) ->
         closing, pos = {2: g[2], 3: g[3]}, g[2]
     for order in (2, 3):
         every = np.r_[g[order], closing[order]]
-        counts = np.bincount(every, minlength=ALPHABET**order).reshape(-1, ALPHABET)
+        counts = np.bincount(every, minlength=ALPHABET**order).astype(np.float64)
+        if words is not None and int(words[0][0]) > 0:
+            counts += word_weight * lengths.size / int(words[0][0]) * words[order]
+        counts = counts.reshape(-1, ALPHABET)
         ctx = counts.sum(axis=1, keepdims=True)
         logp = np.log((counts + alpha) / (ctx + alpha * ALPHABET))
         out[f"logp{order}"] = logp.ravel().astype(np.float32)
@@ -104,8 +133,26 @@ def ngram_index(
     trigram and hashed 4-gram (start markers pad the first ones); per label, its closing
     bigram and trigram. Every label has 3 * length + 2 of them."""
     off3, off4 = ALPHABET**2, ALPHABET**2 + ALPHABET**3
-    h4 = ((g[4].astype(np.int64) * 2654435761) >> 9) & ((1 << NGRAM_BITS) - 1)
+    # bits 9.. of gram * 2654435761, in wrapping uint32 (see `wide_index`)
+    h4 = np.asarray(g[4], np.int32).view(np.uint32) * np.uint32(2654435761)
+    h4 >>= np.uint32(9)
+    h4 &= np.uint32((1 << NGRAM_BITS) - 1)
     return [g[2], g[3] + off3, h4 + off4], [closing[2], closing[3] + off3]
+
+
+def wide_index(g: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """Weight indices of the second n-gram model: each code's 4-gram and 5-gram (start
+    markers pad the first ones), hashed into `WIDE_SIZE` slots; 2 * length per label."""
+    # bits 7.. of (gram * 2654435761 + 97 * order): they depend on the low 32 bits of the
+    # product only, so wrapping uint32 arithmetic gives them without an int64 copy
+    out = []
+    for o in (4, 5):
+        h = np.asarray(g[o], np.int32).view(np.uint32) * np.uint32(2654435761)
+        h += np.uint32(97 * o)
+        h >>= np.uint32(7)
+        h &= np.uint32(WIDE_SIZE - 1)
+        out.append(h)
+    return out
 
 
 def ngram_columns(

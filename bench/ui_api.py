@@ -228,18 +228,21 @@ def fill(data_dir: Path, events: int, end: datetime) -> float:
 
 
 def roll_up(data_dir: Path) -> float:
-    """Build the dashboard rollups of every segment that lacks them; seconds taken.
+    """Build the dashboard rollups and page copies of every segment that lacks them;
+    seconds taken.
 
     A running server does this in its maintenance loop (a bounded amount a
     minute); a store filled in one go is measured as the server sees it once
     that has caught up."""
-    from lightsoc.store import rollups
+    from lightsoc.store import page_copies, rollups
     from lightsoc.store.events_duckdb import DuckDBEventStore
 
     store = DuckDBEventStore(data_dir / "events.duckdb")
     t0 = time.perf_counter()
     try:
         while rollups.build(store, max_rows=1 << 62):
+            pass
+        while page_copies.build(store, max_rows=1 << 62):
             pass
     finally:
         store.close()

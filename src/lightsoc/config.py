@@ -335,6 +335,9 @@ class StoreConfig(_Model):
     events: Annotated[str, _url_or("duckdb", "clickhouse", "chdb")] = "duckdb"
     state: Annotated[str, _url_or("sqlite", "sqlite", "postgresql", "postgres", "mysql")] = "sqlite"
     retention_days: Annotated[int, Field(ge=1)] | None = 30
+    #: the embedded store keeps the search page's columns of each large segment a
+    #: second time, for fast rare-value searches (about half again the disk)
+    page_copies: bool = True
 
 
 class WebConfig(_Model):

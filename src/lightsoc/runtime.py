@@ -67,7 +67,11 @@ def open_stores(data_dir: Path, config: Config | None = None, *, read_only: bool
         data_dir.mkdir(parents=True, exist_ok=True)
     events_url = config.store.events if config else "duckdb"
     if events_url == "duckdb":
-        events: EventStore = DuckDBEventStore(data_dir / EVENTS_FILE, read_only=read_only)
+        events: EventStore = DuckDBEventStore(
+            data_dir / EVENTS_FILE,
+            read_only=read_only,
+            page_copies=config.store.page_copies if config else True,
+        )
     else:  # clickhouse://host:9000/db or chdb://DIR: shared by the processes of a deployment
         from lightsoc.store.events_clickhouse import ClickHouseEventStore
 

@@ -139,8 +139,23 @@ FIELDS: list[Field] = [
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 NAMES: list[str] = [f.name for f in FIELDS]
 ARROW_SCHEMA = pa.schema([pa.field(f.name, f.type) for f in FIELDS])
+# `Table.from_batches`, not `empty_table()` / `pa.table()`: those import pandas
+# when it is installed (~0.4 s of every process start).
 POLARS_SCHEMA: dict[str, pl.DataType] = dict(
-    pl.from_arrow(ARROW_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
+    pl.from_arrow(pa.Table.from_batches([], ARROW_SCHEMA)).schema  # type: ignore[union-attr]
+)
+
+# The search page's default columns (the embedded store keeps a copy of them
+# per large segment, `store/page_copies.py`, so pages of rare matches are fast).
+SEARCH_PAGE_FIELDS = (
+    "@timestamp",
+    "event.dataset",
+    "source.ip",
+    "destination.ip",
+    "user.name",
+    "url.original",
+    "dns.question.name",
+    "message",
 )
 
 # Fields an entity (IP, user, host) can appear in, for timelines.

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 
 from lightsoc import schema
-from lightsoc.store import rollups
+from lightsoc.store import page_copies, rollups
 from lightsoc.store.query import quote_ident
 from lightsoc.store.segments import Segment, SegmentFiles
 
@@ -39,6 +39,7 @@ class SegmentMaintenance:
 
     files: SegmentFiles
     _write_lock: threading.Lock
+    page_copies: bool
 
     def _cur(self) -> duckdb.DuckDBPyConnection:  # pragma: no cover - provided by the store
         raise NotImplementedError
@@ -102,7 +103,7 @@ class SegmentMaintenance:
 
     def maintain(self) -> int:
         """Background upkeep: merge medium segments once there are enough of them,
-        then roll up (a bounded number of) segments that have no rollups yet.
+        then roll up and page-copy (a bounded number of) segments that lack them.
         Returns how many files were merged."""
         (n,) = (
             self._cur()
@@ -111,6 +112,8 @@ class SegmentMaintenance:
         )
         merged = self.compact(MEDIUM_ROWS) if n >= MEDIUM_MERGE_AT else 0
         rollups.build(self)
+        if self.page_copies:
+            page_copies.build(self)
         self.forget_batches()
         return merged
 

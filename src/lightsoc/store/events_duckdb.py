@@ -93,10 +93,17 @@ class DuckDBEventStore(SearchQueries, EntityQueries, SegmentMaintenance, EventSt
     """Catalog in `path` (a DuckDB file), segments beside it; thread-safe via cursors."""
 
     def __init__(
-        self, path: Path, *, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+        self,
+        path: Path,
+        *,
+        read_only: bool = False,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        page_copies: bool = True,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        #: `maintain()` builds page copies (existing ones are read either way)
+        self.page_copies = page_copies
         self._write_lock = threading.Lock()
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from lightsoc import schema
+from lightsoc.store import page_copies
 from lightsoc.store.base import EntitySummary, TimeRange
 from lightsoc.store.query import quote_ident
 
@@ -72,8 +73,25 @@ class EntityQueries:
             return self._cur().sql(sql).to_arrow_table()
         names = keys.column("filename").to_pylist()
         numbers = keys.column("file_row_number").to_pylist()
+        pairs = list(zip(names, numbers, strict=True))
+        if page_copies.covers(fields):
+            schema = self._page_schema(fields)  # type: ignore[arg-type]
+            found, missing = page_copies.take(pairs, fields, schema)  # type: ignore[arg-type]
+            if missing:
+                found = pa.concat_tables([found, self._rows_read(keys.take(missing), what)])
+            return _in_order(found, pairs)
+        return _in_order(self._rows_read(keys, what), pairs)
+
+    def _page_schema(self, fields: Sequence[str]) -> pa.Schema:
+        """The Arrow schema the Parquet path returns for `fields` (page copies are cast to it)."""
+        sql = f"SELECT {_select_list(fields)} FROM events_template WHERE FALSE"  # noqa: S608
+        return self._cur().sql(sql).to_arrow_table().schema
+
+    def _rows_read(self, keys: pa.Table, what: str) -> pa.Table:
+        """The rows at `keys` from the segments' Parquet, with `filename` and `file_row_number`."""
+        names = keys.column("filename").to_pylist()
+        numbers = keys.column("file_row_number").to_pylist()
         files = sorted(set(names))
-        stamps = sorted({t for t in keys.column("@timestamp").to_pylist() if t is not None})
         # One-column filters DuckDB pushes into the scan; the times skip row groups
         # (files are written in time order). A row of another key's file, number
         # or time is dropped below.
@@ -82,22 +100,10 @@ class EntityQueries:
             "WHERE filename = ANY(?) AND file_row_number = ANY(?)"
         )
         params: list[Any] = [files, files, sorted(set(numbers))]
-        if keys.column("@timestamp").null_count == 0:
+        if "@timestamp" in keys.column_names and keys.column("@timestamp").null_count == 0:
             sql += ' AND "@timestamp" = ANY(?)'
-            params.append(stamps)
-        table = self._cur().sql(sql, params=params).to_arrow_table()
-        at = {
-            key: i
-            for i, key in enumerate(
-                zip(
-                    table.column("filename").to_pylist(),
-                    table.column("file_row_number").to_pylist(),
-                    strict=True,
-                )
-            )
-        }
-        picked = table.take([at[key] for key in zip(names, numbers, strict=True)])
-        return picked.drop_columns(["filename", "file_row_number"])
+            params.append(sorted(set(keys.column("@timestamp").to_pylist())))
+        return self._cur().sql(sql, params=params).to_arrow_table()
 
     def events_by_id(
         self,
@@ -175,6 +181,25 @@ _KEYED_EVENTS = (
     "(SELECT * FROM events_template UNION ALL BY NAME "
     "SELECT * FROM read_parquet(?, union_by_name=true, filename=true, file_row_number=true))"
 )
+
+
+def _in_order(table: pa.Table, pairs: list[tuple[str, int]]) -> pa.Table:
+    """`table`'s rows in the order of `pairs` (filename, row number), without those columns.
+
+    A row of another key's file, number or time (the Parquet path filters each
+    column on its own) is dropped here."""
+    at = {
+        key: i
+        for i, key in enumerate(
+            zip(
+                table.column("filename").to_pylist(),
+                table.column("file_row_number").to_pylist(),
+                strict=True,
+            )
+        )
+    }
+    picked = table.take([at[key] for key in pairs])
+    return picked.drop_columns(["filename", "file_row_number"])
 
 
 def _timeline_complete(found: pa.Table, limit: int, nxt: tuple[Any, Any, Any], desc: bool) -> bool:

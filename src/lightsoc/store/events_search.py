@@ -16,9 +16,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lightsoc.store import page_copies
 from lightsoc.store.base import TimeRange
 from lightsoc.store.events_entity import _KEYED_EVENTS, _read_in_steps, _select_list
 
+#: a search with at most this many matches reads their sort keys from the page copies
+FEW_MATCHES = 256
+#: ... if at most this many of its segments lack a copy (the newest, not copied yet)
+FEW_UNCOPIED = 2
 #: segments read by a search's first step (then 4x as many, and so on): the newest
 #: segment alone usually holds a page of a common value
 SEARCH_FIRST_SEGMENTS = 1
@@ -49,17 +54,64 @@ class SearchQueries:
         segments = self._segments(time_range, order)
         need = int(offset) + int(limit)
         where, params = self._where(query, time_range)
-        keys = _read_in_steps(
-            segments,
-            lambda files: self._search_keys(files, where, params, need, order),
-            lambda found, part: _top_rows(pa.concat_tables([found, part]), order, need),
-            need,
-            order == "desc",
-            SEARCH_FIRST_SEGMENTS,
-            4,
-        )
+        keys = None
+        if page_copies.covers(fields):
+            keys = self._few_keys([f for f, _, _ in segments], where, params, need, order)
+        if keys is None:
+            keys = _read_in_steps(
+                segments,
+                lambda files: self._search_keys(files, where, params, need, order),
+                lambda found, part: _top_rows(pa.concat_tables([found, part]), order, need),
+                need,
+                order == "desc",
+                SEARCH_FIRST_SEGMENTS,
+                4,
+            )
         page = None if keys is None else keys.slice(int(offset), int(limit))
         return self._rows_at(page, fields)
+
+    def _few_keys(
+        self, files: list[str], where: str, params: list[Any], need: int, order: str
+    ) -> pa.Table | None:
+        """The first `need` keys when the query has at most FEW_MATCHES matches in all
+        `files`, else None (the stepped path answers).
+
+        A rare value's matches are spread over most row groups: reading their sort
+        keys from Parquet decodes a chunk of `@timestamp` and `event.id` per match.
+        Only the row addresses are read here (the scan stops past FEW_MATCHES), and
+        the keys come from the page copies' batches.
+        """
+        if not files or sum(not page_copies.copy_path(f).exists() for f in files) > FEW_UNCOPIED:
+            return None
+        sql = (
+            f"SELECT filename, file_row_number FROM {_KEYED_EVENTS} AS events "  # noqa: S608
+            f"WHERE {where} LIMIT ?"
+        )
+        found = self._cur().sql(sql, params=[files, *params, FEW_MATCHES + 1]).to_arrow_table()
+        if found.num_rows > FEW_MATCHES:
+            return None
+        pairs = list(
+            zip(
+                found.column("filename").to_pylist(),
+                found.column("file_row_number").to_pylist(),
+                strict=True,
+            )
+        )
+        sort_keys = ["@timestamp", "event.id"]
+        keys, missing = page_copies.take(pairs, sort_keys, self._page_schema(sort_keys))
+        if missing:  # segments without a copy yet (the newest, small ones)
+            rows = self._rows_read(found.take(missing), _select_list(sort_keys))
+            wanted = set(pairs)  # its one-column filters also let other files' numbers in
+            exact = [
+                key in wanted
+                for key in zip(
+                    rows.column("filename").to_pylist(),
+                    rows.column("file_row_number").to_pylist(),
+                    strict=True,
+                )
+            ]
+            keys = pa.concat_tables([keys, rows.filter(pa.array(exact, pa.bool_()))])
+        return _top_rows(keys, order, need)
 
     def _search_keys(
         self, files: list[str], where: str, params: list[Any], limit: int, order: str

@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from lightsoc import schema
+from lightsoc.store import page_copies
 
 SEGMENT_DIR = "events"
 TMP_DIR = ".tmp"
@@ -109,6 +110,7 @@ class SegmentFiles:
             for due, path in self._doomed:
                 if due <= now:
                     path.unlink(missing_ok=True)
+                    page_copies.copy_path(path).unlink(missing_ok=True)
                 else:
                     keep.append((due, path))
             self._doomed = keep
@@ -120,6 +122,10 @@ class SegmentFiles:
             if p.name not in committed:
                 p.unlink(missing_ok=True)
                 removed.append(p.name)
+        copies = {page_copies.copy_path(name).name for name in committed}
+        for p in self.root.glob("seg-*.page*.arrow"):  # of gone segments, or an old version
+            if p.name not in copies:
+                p.unlink(missing_ok=True)
         for p in (self.root / TMP_DIR).glob("*"):
             p.unlink(missing_ok=True)
         return removed

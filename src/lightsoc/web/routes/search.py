@@ -29,16 +29,7 @@ from lightsoc.web.security import Principal, RowId, client_ip
 
 NAV = NavItem(20, "/search", "Search", "viewer")
 
-DEFAULT_FIELDS = [
-    "@timestamp",
-    "event.dataset",
-    "source.ip",
-    "destination.ip",
-    "user.name",
-    "url.original",
-    "dns.question.name",
-    "message",
-]
+DEFAULT_FIELDS = list(schema.SEARCH_PAGE_FIELDS)
 PAGE_ROWS = 100
 MAX_QUERY = 4000
 MAX_FIELDS = 40

@@ -32,12 +32,12 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from lightsoc import schema
+from lightsoc.schema import SEARCH_PAGE_FIELDS
 
 log = logging.getLogger(__name__)
 
 #: the columns a copy holds: the search page's table, and the sort keys
-PAGE_COLUMNS = (*schema.SEARCH_PAGE_FIELDS, "event.id")
+PAGE_COLUMNS = (*SEARCH_PAGE_FIELDS, "event.id")
 #: bump when what a copy holds changes: the file name carries it, old ones are orphans
 VERSION = 1
 SUFFIX = f".page{VERSION}.arrow"

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lightsoc import __version__, commands
+from lightsoc.arrow_startup import keep_pandas_out
 from lightsoc.client import ReaderError, ReaderRequestError, open_reader, read_server_file
 from lightsoc.config import Config, ConfigError, load_config
 from lightsoc.store.base import StoreLockedError
@@ -131,6 +132,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_pandas_out()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

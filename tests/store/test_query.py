@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from lightsoc import schema
 from lightsoc.store.query import QueryError, compile_query, quote_ident
+from lightsoc.store.query_sql import ESCAPE
 
 
 def _ts(*args: int) -> datetime:
@@ -475,8 +476,10 @@ def test_injection_values_stay_in_params(value: str, template: tuple, quoting) -
     db = _shared_db()
     fmt, column = template
     compiled = compile_query(fmt.format(quoting(value), quoting(value)))
-    # the SQL text does not depend on the value at all
-    assert compiled.sql == compile_query(fmt.format(quoting("x"), quoting("x"))).sql
+    # the SQL text does not depend on the value, but for a fixed ESCAPE clause that
+    # a pattern with an escaped literal needs
+    plain = compile_query(fmt.format(quoting("x"), quoting("x"))).sql
+    assert compiled.sql.replace(ESCAPE, "") == plain.replace(ESCAPE, "")
     like = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     assert any(p == value or (isinstance(p, str) and like in p) for p in compiled.params)
     sql = f'SELECT "event.id" FROM events WHERE {compiled.sql}'  # noqa: S608 - compiled predicate

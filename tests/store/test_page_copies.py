@@ -232,3 +232,27 @@ def test_turned_off_the_store_builds_no_copies(tmp_path, small_copies) -> None:
         assert len(_copies(stores.events)) == 1  # type: ignore[arg-type]
     finally:
         stores.close()
+
+
+def test_a_few_match_search_tells_count_its_total_until_the_store_changes(store, monkeypatch):
+    page_copies.build(store, max_rows=10**9)
+    tr = TimeRange(T0 - timedelta(days=1), None)
+    q = "source.ip:192.0.2.99"
+    truth = store.count(q, tr)
+    assert 0 < truth <= 256
+    store.search(q, tr, PAGE, 5)
+
+    def no_scan(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("counted again")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "_select", no_scan)
+        assert store.count(q, tr) == truth
+        assert store.count(q, tr, limit=3) == 3
+    # another range, another query: counted
+    assert store.count(q, TimeRange(T0 - timedelta(days=2), None)) == truth
+    more = _segment(random.Random(5), 9, 3000)
+    store.append(more)  # the catalog changed: counted again, with the new matches
+    extra = sum(ip == "192.0.2.99" for ip in more.column("source.ip").to_pylist())
+    assert extra > 0
+    assert store.count(q, tr) == truth + extra

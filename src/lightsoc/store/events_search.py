@@ -9,6 +9,7 @@ address with only the asked columns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,6 +25,9 @@ from lightsoc.store.events_entity import _KEYED_EVENTS, _read_in_steps, _select_
 FEW_MATCHES = 256
 #: ... if at most this many of its segments lack a copy (the newest, not copied yet)
 FEW_UNCOPIED = 2
+#: a few-match search's total answers `count` of the same query and time range this
+#: long (the API counts right after the page; a fixed `since` range differs each request)
+TOTAL_TTL_SECONDS = 5.0
 #: segments read by a search's first step (then 4x as many, and so on): the newest
 #: segment alone usually holds a page of a common value
 SEARCH_FIRST_SEGMENTS = 1
@@ -56,7 +60,10 @@ class SearchQueries:
         where, params = self._where(query, time_range)
         keys = None
         if page_copies.covers(fields):
-            keys = self._few_keys([f for f, _, _ in segments], where, params, need, order)
+            found = self._few_keys([f for f, _, _ in segments], where, params)
+            if found is not None:
+                keys = _top_rows(found, order, need)
+                self._note_total(query, time_range, found.num_rows)
         if keys is None:
             keys = _read_in_steps(
                 segments,
@@ -70,10 +77,36 @@ class SearchQueries:
         page = None if keys is None else keys.slice(int(offset), int(limit))
         return self._rows_at(page, fields)
 
-    def _few_keys(
-        self, files: list[str], where: str, params: list[Any], need: int, order: str
-    ) -> pa.Table | None:
-        """The first `need` keys when the query has at most FEW_MATCHES matches in all
+    def _note_total(self, query: str, tr: TimeRange | None, total: int) -> None:
+        """Remember a search's exact total for `count` of the same request."""
+        totals: dict[tuple[Any, ...], tuple[float, int]] = self.__dict__.setdefault(
+            "_recent_totals", {}
+        )
+        now = time.monotonic()
+        for key in [k for k, (at, _) in totals.items() if now - at > TOTAL_TTL_SECONDS]:
+            totals.pop(key, None)
+        if len(totals) < 256:
+            totals[self._total_key(query, tr)] = (now, total)
+
+    def _recent_total(self, query: str, tr: TimeRange | None) -> int | None:
+        totals = self.__dict__.get("_recent_totals")
+        if not totals:
+            return None
+        at, total = totals.get(self._total_key(query, tr), (0.0, None))
+        return total if time.monotonic() - at <= TOTAL_TTL_SECONDS else None
+
+    def _total_key(self, query: str, tr: TimeRange | None) -> tuple[Any, ...]:
+        """The query, its range and the catalog's state: an append, a compaction or
+        retention in between is a miss."""
+        catalog = (
+            self._cur()
+            .execute("SELECT count(*), sum(rows), max(created) FROM lightsoc_segments")
+            .fetchone()
+        )
+        return (query, None if tr is None else tr.start, None if tr is None else tr.end, catalog)
+
+    def _few_keys(self, files: list[str], where: str, params: list[Any]) -> pa.Table | None:
+        """The keys of every match when the query has at most FEW_MATCHES in all
         `files`, else None (the stepped path answers).
 
         A rare value's matches are spread over most row groups: reading their sort
@@ -111,7 +144,7 @@ class SearchQueries:
                 )
             ]
             keys = pa.concat_tables([keys, rows.filter(pa.array(exact, pa.bool_()))])
-        return _top_rows(keys, order, need)
+        return keys
 
     def _search_keys(
         self, files: list[str], where: str, params: list[Any], limit: int, order: str
@@ -176,6 +209,9 @@ class SearchQueries:
         self, query: str = "", time_range: TimeRange | None = None, limit: int | None = None
     ) -> int:
         """Matching events; with `limit`, min(count, limit): the scan stops at `limit`."""
+        recent = self._recent_total(query, time_range)  # the page's search just counted it
+        if recent is not None:
+            return recent if limit is None else min(recent, int(limit))
         whole = time_range is None or (time_range.start is None and time_range.end is None)
         if not query.strip() and whole:
             total = self._total()

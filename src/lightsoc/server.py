@@ -104,7 +104,10 @@ def bind(config: Config, listen: str | None = None, where: tuple[str, ...] = ())
     listen = listen or config.web.listen
     host, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose
+    # proto says TCP, and without it every keep-alive response waited ~40 ms
+    # for the client's delayed ACK (Nagle on the header/body writes).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

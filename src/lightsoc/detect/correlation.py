@@ -42,6 +42,7 @@ from lightsoc import schema
 from lightsoc.detect.sigma import logsources
 from lightsoc.detect.sigma.compiler import (
     LEVEL_SCORES,
+    YAML_LOADER,
     CompiledRule,
     RuleError,
     compile_rule,
@@ -146,8 +147,10 @@ def load_correlations(paths: Iterable[str | Path]) -> CorrelationLoad:
         for p in rule_files(base):
             try:
                 text = p.read_text(encoding="utf-8")
+                # libyaml, as the stream loader: pySigma's from_yaml parses in pure Python
+                docs = list(yaml.load_all(text, Loader=YAML_LOADER))
                 collections.append(
-                    SigmaCollection.from_yaml(text, collect_errors=True, resolve_references=False)
+                    SigmaCollection.from_dicts(docs, collect_errors=True, resolve_references=False)
                 )
             except (OSError, UnicodeDecodeError, SigmaError, yaml.YAMLError):
                 continue  # not our business: the stream loader reports broken files

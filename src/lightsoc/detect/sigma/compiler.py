@@ -58,7 +58,7 @@ LEVEL_SCORES = {"informational": 10.0, "low": 25.0, "medium": 50.0, "high": 75.0
 #: fields a keyword (field-less value) is searched in, case-insensitively like Sigma
 KEYWORD_FIELDS = ("message", "event.original")
 _KEYWORDS = "\x00keywords"  # group key of fused keyword values
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
 
 
 def _anchored(texts: list[str], *, start: bool) -> str:
@@ -294,7 +294,7 @@ def load_text(text: str, origin: str = "") -> LoadResult:
     try:
         # pySigma's from_yaml parses with the pure-Python loader: three quarters of the
         # rule loading at every start. libyaml's loader builds the same documents.
-        docs = list(yaml.load_all(text, Loader=_YAML_LOADER))
+        docs = list(yaml.load_all(text, Loader=YAML_LOADER))
         coll = SigmaCollection.from_dicts(docs, collect_errors=True)
     except (SigmaError, yaml.YAMLError) as exc:  # not a rule at all
         out.failures.append(RuleError(f"file {origin}", f"not a Sigma rule: {exc}"))

@@ -1,5 +1,5 @@
-"""A lightsoc command never imports pandas through pyarrow (~0.4 s of every start),
-while an explicit `to_pandas()` still works."""
+"""What every lightsoc command pays at start: no pandas through pyarrow (~0.4 s),
+no pySigma unless rules are loaded (~0.3 s)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,18 @@ def test_a_command_runs_without_pandas_and_to_pandas_still_works(tmp_path) -> No
     )
     lines = done.stdout.strip().splitlines()
     assert lines[-2:] == ["0 False", "pandas True"], done.stdout + done.stderr
+
+
+def test_the_cli_imports_no_sigma_until_rules_are_loaded() -> None:
+    probe = (
+        "import sys\n"
+        "from lightsoc.cli import build_parser\n"
+        "build_parser()\n"
+        "print('sigma' in sys.modules)\n"
+        "from lightsoc.detect import RuleSet\n"
+        "print(RuleSet.__module__, 'sigma' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["False", "lightsoc.detect.ruleset", "True"], done.stderr

@@ -163,7 +163,10 @@ def _warm_up(r: Any, url: str, stream: str, frames: list[pl.DataFrame]) -> str: 
         return g.get("pending") == 0 and g.get("lag") == 0
 
     S.wait(acked, 120, "the warm-up batches to be stored")
-    return r.xrevrange(stream, count=1)[0][0].decode()
+    # The stream's last id, not its last entry: the processors trim acknowledged
+    # entries, so the stream may already be empty here.
+    last = r.xinfo_stream(stream)["last-generated-id"]
+    return last.decode() if isinstance(last, bytes) else str(last)
 
 
 def run_throughput(srv: Any, work: Path, frames: list[pl.DataFrame], k: int) -> dict[str, Any]:

@@ -88,13 +88,14 @@ class EntityQueries:
         return self._cur().sql(sql).to_arrow_table().schema
 
     def _rows_read(self, keys: pa.Table, what: str) -> pa.Table:
-        """The rows at `keys` from the segments' Parquet, with `filename` and `file_row_number`."""
+        """The rows at `keys` from the segments' Parquet, with `filename` and `file_row_number`
+        (in no particular order)."""
         names = keys.column("filename").to_pylist()
         numbers = keys.column("file_row_number").to_pylist()
         files = sorted(set(names))
         # One-column filters DuckDB pushes into the scan; the times skip row groups
-        # (files are written in time order). A row of another key's file, number
-        # or time is dropped below.
+        # (files are written in time order). They also let in a row of another
+        # key's file, number or time: dropped at the end.
         sql = (
             f"SELECT {what}, filename, file_row_number FROM {_KEYED_EVENTS} AS events "  # noqa: S608
             "WHERE filename = ANY(?) AND file_row_number = ANY(?)"
@@ -103,7 +104,17 @@ class EntityQueries:
         if "@timestamp" in keys.column_names and keys.column("@timestamp").null_count == 0:
             sql += ' AND "@timestamp" = ANY(?)'
             params.append(sorted(set(keys.column("@timestamp").to_pylist())))
-        return self._cur().sql(sql, params=params).to_arrow_table()
+        table = self._cur().sql(sql, params=params).to_arrow_table()
+        wanted = set(zip(names, numbers, strict=True))
+        exact = [
+            key in wanted
+            for key in zip(
+                table.column("filename").to_pylist(),
+                table.column("file_row_number").to_pylist(),
+                strict=True,
+            )
+        ]
+        return table.filter(pa.array(exact, pa.bool_()))
 
     def events_by_id(
         self,
@@ -184,10 +195,7 @@ _KEYED_EVENTS = (
 
 
 def _in_order(table: pa.Table, pairs: list[tuple[str, int]]) -> pa.Table:
-    """`table`'s rows in the order of `pairs` (filename, row number), without those columns.
-
-    A row of another key's file, number or time (the Parquet path filters each
-    column on its own) is dropped here."""
+    """`table`'s rows in the order of `pairs` (filename, row number), without those columns."""
     at = {
         key: i
         for i, key in enumerate(

@@ -134,16 +134,7 @@ class SearchQueries:
         keys, missing = page_copies.take(pairs, sort_keys, self._page_schema(sort_keys))
         if missing:  # segments without a copy yet (the newest, small ones)
             rows = self._rows_read(found.take(missing), _select_list(sort_keys))
-            wanted = set(pairs)  # its one-column filters also let other files' numbers in
-            exact = [
-                key in wanted
-                for key in zip(
-                    rows.column("filename").to_pylist(),
-                    rows.column("file_row_number").to_pylist(),
-                    strict=True,
-                )
-            ]
-            keys = pa.concat_tables([keys, rows.filter(pa.array(exact, pa.bool_()))])
+            keys = pa.concat_tables([keys, rows])
         return keys
 
     def _search_keys(

@@ -69,20 +69,19 @@ class EntityQueries:
         """The events at `keys` (filename, file_row_number), in that order, only `fields`."""
         what = _select_list(fields) if fields else "* EXCLUDE (filename, file_row_number)"
         if keys is None or keys.num_rows == 0:
-            sql = f"SELECT {_select_list(fields)} FROM events_template WHERE FALSE"  # noqa: S608
-            return self._cur().sql(sql).to_arrow_table()
+            return pa.Table.from_batches([], self._fields_schema(fields))
         names = keys.column("filename").to_pylist()
         numbers = keys.column("file_row_number").to_pylist()
         pairs = list(zip(names, numbers, strict=True))
         if page_copies.covers(fields):
-            schema = self._page_schema(fields)  # type: ignore[arg-type]
+            schema = self._fields_schema(fields)
             found, missing = page_copies.take(pairs, fields, schema)  # type: ignore[arg-type]
             if missing:
                 found = pa.concat_tables([found, self._rows_read(keys.take(missing), what)])
             return _in_order(found, pairs)
         return _in_order(self._rows_read(keys, what), pairs)
 
-    def _page_schema(self, fields: Sequence[str]) -> pa.Schema:
+    def _fields_schema(self, fields: Sequence[str] | None) -> pa.Schema:
         """The Arrow schema the Parquet path returns for `fields` (page copies are cast to it)."""
         sql = f"SELECT {_select_list(fields)} FROM events_template WHERE FALSE"  # noqa: S608
         return self._cur().sql(sql).to_arrow_table().schema

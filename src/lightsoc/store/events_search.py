@@ -131,7 +131,7 @@ class SearchQueries:
             )
         )
         sort_keys = ["@timestamp", "event.id"]
-        keys, missing = page_copies.take(pairs, sort_keys, self._page_schema(sort_keys))
+        keys, missing = page_copies.take(pairs, sort_keys, self._fields_schema(sort_keys))
         if missing:  # segments without a copy yet (the newest, small ones)
             rows = self._rows_read(found.take(missing), _select_list(sort_keys))
             keys = pa.concat_tables([keys, rows])

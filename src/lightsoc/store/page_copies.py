@@ -166,12 +166,12 @@ def take(
 
 
 def _take_file(path: Path, numbers: list[int], fields: Sequence[str]) -> pa.Table:
-    reader = ipc.open_file(pa.memory_map(str(path)))
-    names = reader.schema.names
+    source = pa.memory_map(str(path))
+    names = ipc.open_file(source).schema.names
     if not set(fields) <= set(names):
         raise IndexError(f"{path.name} lacks a field")
     options = ipc.IpcReadOptions(included_fields=[names.index(f) for f in fields])
-    reader = ipc.open_file(pa.memory_map(str(path)), options=options)
+    reader = ipc.open_file(source, options=options)  # only these columns are decompressed
     batches = sorted({n // BATCH_ROWS for n in numbers})
     if batches and batches[-1] >= reader.num_record_batches:
         raise IndexError(f"{path.name} is shorter than its segment")

@@ -144,6 +144,7 @@ ARROW_SCHEMA = pa.schema([pa.field(f.name, f.type) for f in FIELDS])
 POLARS_SCHEMA: dict[str, pl.DataType] = dict(
     pl.from_arrow(pa.Table.from_batches([], ARROW_SCHEMA)).schema  # type: ignore[union-attr]
 )
+_SCHEMA_ITEMS = list(POLARS_SCHEMA.items())
 
 # The search page's default columns (the embedded store keeps a copy of them
 # per large segment, `store/page_copies.py`, so pages of rare matches are fast).
@@ -183,17 +184,21 @@ def polars_type(name: str) -> pl.DataType:
 def conform(df: pl.DataFrame) -> pl.DataFrame:
     """Cast known columns to their schema type, add missing ones as nulls, drop unknown ones.
 
-    Returns columns in schema order, ready for any event store.
+    Returns columns in schema order, ready for any event store; a batch that
+    already is in that shape comes back as it is (the writer conforms again).
     """
-    have = set(df.columns)
+    have = df.schema  # one call: `df.schema` builds a new mapping each time
+    if list(have.items()) == _SCHEMA_ITEMS:
+        return df
     exprs = []
     for name in NAMES:
         dtype = POLARS_SCHEMA[name]
-        if name in have:
-            col = pl.col(name)
-            exprs.append(col if df.schema[name] == dtype else col.cast(dtype, strict=False))
-        else:
+        got = have.get(name)
+        if got is None:
             exprs.append(pl.lit(None, dtype=dtype).alias(name))
+        else:
+            col = pl.col(name)
+            exprs.append(col if got == dtype else col.cast(dtype, strict=False))
     return df.select(exprs)
 
 
@@ -227,9 +232,8 @@ def to_arrow_present(df: pl.DataFrame) -> pa.Table:
 
 def conform_present(df: pl.DataFrame, present: list[str]) -> pl.DataFrame:
     """The schema columns a batch has, cast to their polars type."""
+    have = df.schema
     return df.select(
-        pl.col(n)
-        if df.schema[n] == POLARS_SCHEMA[n]
-        else pl.col(n).cast(POLARS_SCHEMA[n], strict=False)
+        pl.col(n) if have[n] == POLARS_SCHEMA[n] else pl.col(n).cast(POLARS_SCHEMA[n], strict=False)
         for n in present
     )

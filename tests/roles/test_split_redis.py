@@ -111,7 +111,8 @@ def _stored(data_dir: Path) -> tuple[int, int, Counter]:
     con = duckdb.connect()
     try:
         rows = con.sql(
-            'SELECT "lightsoc.source", "event.id" FROM read_parquet(?)', params=[files]
+            'SELECT "lightsoc.source", "event.id" FROM read_parquet(?, union_by_name=true)',
+            params=[files],
         ).fetchall()
     finally:
         con.close()

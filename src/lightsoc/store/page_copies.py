@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from lightsoc.schema import SEARCH_PAGE_FIELDS
+from lightsoc.schema import ARROW_SCHEMA, SEARCH_PAGE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,10 @@ def take(
 def _take_file(path: Path, numbers: list[int], fields: Sequence[str]) -> pa.Table:
     source = pa.memory_map(str(path))
     names = ipc.open_file(source).schema.names
-    if not set(fields) <= set(names):
-        raise IndexError(f"{path.name} lacks a field")
-    options = ipc.IpcReadOptions(included_fields=[names.index(f) for f in fields])
+    # A copy holds the page columns its segment has; a segment leaves out
+    # columns null in all its rows, so a field absent here is null.
+    present = [f for f in fields if f in names]
+    options = ipc.IpcReadOptions(included_fields=[names.index(f) for f in present])
     reader = ipc.open_file(source, options=options)  # only these columns are decompressed
     batches = sorted({n // BATCH_ROWS for n in numbers})
     if batches and batches[-1] >= reader.num_record_batches:
@@ -178,4 +179,7 @@ def _take_file(path: Path, numbers: list[int], fields: Sequence[str]) -> pa.Tabl
     first = {b: i * BATCH_ROWS for i, b in enumerate(batches)}
     table = pa.Table.from_batches([reader.get_batch(b) for b in batches], reader.schema)
     rows = table.take([first[n // BATCH_ROWS] + n % BATCH_ROWS for n in numbers])
+    for f in fields:
+        if f not in names:
+            rows = rows.append_column(f, pa.nulls(rows.num_rows, ARROW_SCHEMA.field(f).type))
     return rows.select(list(fields))  # the asked order (the file's is PAGE_COLUMNS')

@@ -33,6 +33,8 @@ TMP_DIR = ".tmp"
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 1  # as small as the default level 3 on logs, a quarter cheaper
 ROW_GROUP_ROWS = 65536
+#: columns every segment has, even when null (the time range and row identity)
+ALWAYS_WRITTEN = frozenset({"@timestamp", "event.id"})
 GRACE_SECONDS = 120.0
 
 
@@ -62,12 +64,19 @@ class SegmentFiles:
     def write(self, batch: pa.Table | pl.DataFrame) -> Segment:
         """Write a batch as a new durable segment file (not yet committed).
 
-        Every segment has all schema columns with their exact types, so
-        DuckDB reads any set of segments as one table.
+        Columns have their schema types. A column that is null in every row
+        is left out: readers take the full schema from the store's template
+        (`read_parquet(..., union_by_name=true)`, as for segments older than
+        a field), and Parquet encodes an empty column at nearly the cost of
+        a full one (a web batch has ~80 of them, ~40% of its write time).
         """
         df = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
         assert isinstance(df, pl.DataFrame)
         df = schema.conform(df)
+        if df.height:
+            nulls = df.null_count().row(0)
+            empty = [c for c, n in zip(df.columns, nulls, strict=True) if n == df.height]
+            df = df.drop([c for c in empty if c not in ALWAYS_WRITTEN])
         seg_id = uuid.uuid4().hex
         name = f"seg-{seg_id}.parquet"
         tmp = self.root / TMP_DIR / name

@@ -147,14 +147,18 @@ def _frame(
         rows = np.flatnonzero(too_long)
         heads = [_utf8_head(arr[int(i)].as_py(), max_line_bytes) for i in rows]
         arr = pc.replace_with_mask(arr, pa.array(too_long), pa.array(heads, pa.large_binary()))
-    invalid = _invalid_utf8_rows(arr)
-    if invalid.any():
+    try:  # one C-speed validation of the whole buffer answers the common case
+        as_text = arr.cast(pa.large_string())
+        invalid = np.zeros(len(arr), dtype=bool)
+    except pa.ArrowInvalid:
+        invalid = _invalid_utf8_rows(arr)
         fixed = [
             arr[int(i)].as_py().decode("utf-8", "backslashreplace").encode()
             for i in np.flatnonzero(invalid)
         ]
         arr = pc.replace_with_mask(arr, pa.array(invalid), pa.array(fixed, pa.large_binary()))
-    text = pl.from_arrow(arr.cast(pa.large_string()))
+        as_text = arr.cast(pa.large_string())
+    text = pl.from_arrow(as_text)
     strip = cr & ~too_long
     if strip.any():
         text = pl.select(
@@ -186,19 +190,9 @@ def _utf8_head(value: bytes, limit: int) -> bytes:
 
 
 def _invalid_utf8_rows(arr: pa.LargeBinaryArray) -> np.ndarray:
-    """Boolean mask of values that are not valid UTF-8.
-
-    One C-speed decode of the whole value buffer answers the common case;
-    only a buffer that holds invalid bytes is checked value by value.
-    """
+    """Boolean mask of values that are not valid UTF-8 (checked value by value:
+    only for a buffer the whole-buffer validation rejected)."""
     mask = np.zeros(len(arr), dtype=bool)
-    if len(arr) == 0:
-        return mask
-    try:
-        arr.cast(pa.large_string())
-        return mask
-    except pa.ArrowInvalid:
-        pass
     for i, value in enumerate(arr.to_pylist()):
         try:
             value.decode("utf-8")

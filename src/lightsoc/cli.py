@@ -22,11 +22,13 @@ from rich.text import Text
 
 from lightsoc import __version__, commands
 from lightsoc.arrow_startup import keep_pandas_out
-from lightsoc.client import ReaderError, ReaderRequestError, open_reader, read_server_file
 from lightsoc.config import Config, ConfigError, load_config
 from lightsoc.store.base import StoreLockedError
-from lightsoc.store.query import QueryError
 from lightsoc.timeutil import parse_duration
+
+# Not imported here (start-up time: every command pays for what this module imports):
+# `lightsoc.client` (reads of a store or of a running server's API) and
+# `lightsoc.store.query` (the query language); `main` maps their errors lazily.
 
 out = Console(highlight=False, soft_wrap=True, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # errors: one line
@@ -141,12 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS.get(args.command) or _module_command(args.command)
     try:
         return handler(args) or 0
-    except (ConfigError, UsageError, QueryError, ReaderRequestError) as exc:
+    except (ConfigError, UsageError) as exc:
         err.print(f"lightsoc: {exc}", markup=False)
         return 2
-    except (ReaderError, StoreLockedError, OSError, RuntimeError, ValueError) as exc:
+    except (StoreLockedError, OSError, RuntimeError, ValueError) as exc:
+        # ReaderError is a RuntimeError, QueryError a ValueError
         err.print(f"lightsoc: {exc}", markup=False)
-        return 1
+        return 2 if _is_usage_error(exc) else 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: say what failed; the traceback with --verbose
@@ -159,6 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             err.print_exception()
         return 1
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """A bad query, or a request a running server rejected: exit 2, not 1.
+
+    Imported here, on the error path, to keep them out of every start-up.
+    """
+    from lightsoc.client import ReaderRequestError
+    from lightsoc.store.query import QueryError
+
+    return isinstance(exc, QueryError | ReaderRequestError)
 
 
 # -- commands ----------------------------------------------------------------
@@ -227,6 +241,7 @@ def _run_role(role: str, config: Config) -> int:
 
 def _open_for_write(data_dir: Path, config: Config | None) -> Any:
     """The stores, waiting a little for a reader; a clear error if a server holds them."""
+    from lightsoc.client import read_server_file
     from lightsoc.runtime import open_stores
 
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -312,6 +327,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _reader(args: argparse.Namespace) -> Any:
+    from lightsoc.client import open_reader
+
     config = _config(args)
     return open_reader(config.data_dir, config.store.events)
 

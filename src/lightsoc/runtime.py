@@ -26,7 +26,7 @@ from lightsoc.client import (  # noqa: F401 - the server file's home is the clie
 from lightsoc.config import Config
 from lightsoc.enrich.chain import build_enrichers
 from lightsoc.pipeline import Pipeline, ProcessedBatch, SourceSpec
-from lightsoc.sources.base import Source
+from lightsoc.sources.base import Source, all_one_shot
 from lightsoc.store.base import EventStore
 from lightsoc.store.events_duckdb import DuckDBEventStore
 
@@ -151,12 +151,17 @@ def enrich_options(config: Config) -> dict[str, Any]:
 def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: Any) -> Pipeline:
     from lightsoc.bus.memory import MemoryBus
     from lightsoc.detect.build import build_ruleset
-    from lightsoc.detect.reload import live_ruleset
     from lightsoc.enrich.intel import stream_options as intel_stream_options
 
     specs = source_specs(config)
     # `run`/`demo`: rules reload when changed; `ingest` builds them once
-    live = live_ruleset(config, stores, sources) if "detectors" not in kw else None
+    live = None
+    if "detectors" not in kw and not all_one_shot(sources):
+        # only here: `detect.reload` imports the Sigma compiler and pySigma (~0.3 s),
+        # which a one-shot `ingest` without rules must not pay for at start-up
+        from lightsoc.detect.reload import live_ruleset
+
+        live = live_ruleset(config, stores, sources)
     # simple DB rules: only from a state store that exists (ingest creates none)
     has_state = stores.state_url != "sqlite" or (stores.data_dir / "state.sqlite").exists()
     rules = (

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightsoc.detect.ruleset import RuleSet
-from lightsoc.detect.sigma.compiler import LoadResult
 
 if TYPE_CHECKING:
     from lightsoc.config import Config
@@ -35,6 +34,8 @@ def build_ruleset(
         paths.append(imported_dir(data_dir))
     rs = RuleSet.load(paths)
     if state is not None:
+        # here, not at the top: the Sigma compiler imports pySigma (start-up time)
+        from lightsoc.detect.sigma.compiler import LoadResult
         from lightsoc.detect.simple import load_simple
         from lightsoc.store.state_rule_flags import RuleFlags
         from lightsoc.store.state_rules import RulesStore

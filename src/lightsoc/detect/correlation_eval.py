@@ -28,22 +28,17 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Union
 
 import polars as pl
-from sigma.correlations import (
-    CorrelationConditionAND,
-    CorrelationConditionNOT,
-    CorrelationConditionOR,
-    SigmaRuleReference,
-)
 
 from lightsoc import schema
 from lightsoc.alerts.model import AlertCandidate
-from lightsoc.detect.correlation import CorrelationRule
-from lightsoc.detect.sigma.values import LOWER_PREFIX, add_lowered
 from lightsoc.store.base import TimeRange
 
 if TYPE_CHECKING:
+    # pySigma (~0.3 s to import) comes with loaded rules: the Sigma modules are
+    # imported where rules are evaluated, so `ingest` without rules never pays for it.
     from lightsoc.alerts.store import AlertStore
     from lightsoc.config import Config
+    from lightsoc.detect.correlation import CorrelationRule
     from lightsoc.runtime import Stores
     from lightsoc.store.events_duckdb import DuckDBEventStore
 
@@ -92,6 +87,8 @@ def fetch_start(rules: Sequence[CorrelationRule], start: datetime) -> datetime:
 
 
 def needed_fields(rules: Iterable[CorrelationRule]) -> list[str]:
+    from lightsoc.detect.sigma.values import LOWER_PREFIX  # loaded with the rules
+
     cols = {"@timestamp", "event.id", *(f for f, _ in _FALLBACK)}
     for r in rules:
         for ref in r.refs:
@@ -157,6 +154,8 @@ class AllowFilter:
 
 def _matches(rule: CorrelationRule, events: pl.DataFrame) -> pl.DataFrame:
     """Rows of the referenced rules: timestamp, id, ref index, group fields, value."""
+    from lightsoc.detect.sigma.values import add_lowered  # loaded with the rules
+
     parts = []
     for i, ref in enumerate(rule.refs):
         c = ref.compiled
@@ -192,13 +191,15 @@ def _compare(value: float, op: str, threshold: float) -> bool:
 
 
 def _eval_tree(node: object, present: set[str]) -> bool:
-    if isinstance(node, SigmaRuleReference):
+    from sigma import correlations as sc  # loaded with the rules
+
+    if isinstance(node, sc.SigmaRuleReference):
         return node.reference in present
-    if isinstance(node, CorrelationConditionAND):
+    if isinstance(node, sc.CorrelationConditionAND):
         return all(_eval_tree(a, present) for a in node.args)
-    if isinstance(node, CorrelationConditionOR):
+    if isinstance(node, sc.CorrelationConditionOR):
         return any(_eval_tree(a, present) for a in node.args)
-    if isinstance(node, CorrelationConditionNOT):
+    if isinstance(node, sc.CorrelationConditionNOT):
         return not _eval_tree(node.args[0], present)
     raise ValueError(f"unknown condition element {node!r}")
 
@@ -441,18 +442,31 @@ def run_imported(config: Config, stores: Stores, first: datetime, last: datetime
     """The ingest hook: the correlation rules over an import's time span [first, last].
 
     The state store is opened only if a window fires (a clean import creates none).
+    Without rule paths (`detect.rules: []`, no imported rules) nothing is loaded:
+    pySigma, the alert store and the outputs stay unimported (start-up time).
     """
-    from lightsoc.alerts.store import AlertStore
-    from lightsoc.detect.correlation import load_for_config
+    from lightsoc.detect.build import imported_dir
+
+    if not config.detect.rules and not imported_dir(stores.data_dir).is_dir():
+        return RunResult().as_dict()
+
+    def alert_store() -> AlertStore:
+        from lightsoc.alerts.store import AlertStore  # SQLAlchemy: only when a window fires
+
+        return AlertStore.for_config(stores.state, config)
 
     try:
+        from lightsoc.detect.correlation import load_for_config
+
         rules = load_for_config(config.detect.rules, stores.data_dir).rules
+        if not rules:
+            return RunResult().as_dict()
         # the state store's allow entries count only if it exists already
         has_state = stores.state_url != "sqlite" or (stores.data_dir / "state.sqlite").exists()
         state = stores.state if has_state else None
         res = run_range(
             stores.events,
-            lambda: AlertStore.for_config(stores.state, config),
+            alert_store,
             rules,
             first,
             last + timedelta(microseconds=1),
@@ -462,6 +476,8 @@ def run_imported(config: Config, stores: Stores, first: datetime, last: datetime
         log.exception("correlation over the imported span failed")
         return {"errors": [f"{type(exc).__name__}: {exc}"]}
     summary = res.as_dict()
+    if not res.changed or not config.alerts.outputs:
+        return summary  # nothing to send (`send_once` would send nothing either)
     try:  # like the stream's alerts during the import, new ones go to the outputs
         from lightsoc.alerts.outputs.dispatcher import send_once
 

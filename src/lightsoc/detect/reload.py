@@ -32,6 +32,7 @@ import polars as pl
 from lightsoc.detect.build import build_ruleset, imported_dir
 from lightsoc.detect.ruleset import Evaluation, RuleSet, builtin_dir
 from lightsoc.detect.sigma.compiler import CompiledRule, RuleError, rule_files
+from lightsoc.sources.base import all_one_shot
 
 if TYPE_CHECKING:
     from lightsoc.config import Config
@@ -210,6 +211,6 @@ def live_ruleset(
     Long-running is what intel's stream options call it: no sources (`demo`
     serving) or any source that is not a one-shot import (`run`).
     """
-    if sources and all(getattr(s, "one_shot", False) for s in sources):
+    if all_one_shot(sources):
         return None
     return ReloadingRuleSet(config, stores.data_dir, stores.state)

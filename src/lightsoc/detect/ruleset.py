@@ -13,13 +13,17 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from lightsoc.detect.sigma import prefilter
-from lightsoc.detect.sigma.compiler import CompiledRule, LoadResult, RuleError, load_path
-from lightsoc.detect.sigma.values import LOWER_PREFIX, add_lowered
 from lightsoc.enrich.allowlist import ALLOWED
+
+if TYPE_CHECKING:
+    # The Sigma compiler imports pySigma (~0.3 s); it is imported where rules are
+    # loaded or evaluated, so an empty rule set (`detect.rules: []`) costs nothing
+    # at start-up.
+    from lightsoc.detect.sigma.compiler import CompiledRule, LoadResult, RuleError
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +108,11 @@ class RuleSet:
                 g.needles.setdefault(f, set()).update(needles)
                 for x in needles:
                     g.by_needle.setdefault(f, {}).setdefault(x, []).append(i)
-        for g in groups.values():
-            g.candidates = prefilter.candidates(g.needles) if g.needles else {}
+        if any(g.needles for g in groups.values()):
+            from lightsoc.detect.sigma import prefilter  # start-up time: see the imports
+
+            for g in groups.values():
+                g.candidates = prefilter.candidates(g.needles) if g.needles else {}
         self._groups = list(groups.values())
         self._needed_cols = self._needed()
 
@@ -126,6 +133,11 @@ class RuleSet:
     @classmethod
     def load(cls, paths: Iterable[str | Path]) -> RuleSet:
         """Rules from files/directories; `builtin` names the shipped pack."""
+        paths = list(paths)
+        if not paths:  # nothing to compile: no pySigma import (start-up time)
+            return cls()
+        from lightsoc.detect.sigma.compiler import LoadResult, RuleError, load_path
+
         result = LoadResult()
         for p in paths:
             if str(p) == "builtin":
@@ -183,6 +195,8 @@ class RuleSet:
         """Evaluate rules `idx` (one `select`) on `frame`; record the rows each matched."""
         if frame.height == 0:
             return
+        from lightsoc.detect.sigma.values import add_lowered  # loaded with the rules
+
         frame = add_lowered(frame, set().union(*(self.rules[i].lowered for i in idx)))
         got = frame.select(self.rules[i].expr.fill_null(False).alias(f"{_MATCH}{i}") for i in idx)
         counts = got.sum().row(0)
@@ -194,6 +208,10 @@ class RuleSet:
     def _needed(self) -> set[str]:
         """Event fields the rules and their row filters read."""
         from lightsoc import schema
+
+        if not self.rules:
+            return set()
+        from lightsoc.detect.sigma.values import LOWER_PREFIX  # loaded with the rules
 
         cols: set[str] = set()
         for r in self.rules:

@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -47,7 +47,12 @@ from lightsoc.detect.flags import append_flags
 from lightsoc.enrich.base import EnrichConfigError, Enricher, ecs_types, merge
 from lightsoc.enrich.intel_formats import ECS_TYPE, normalise_url
 from lightsoc.registry import register
-from lightsoc.store.state_intel import CONFIDENCES, IndicatorRow, IntelStore
+from lightsoc.sources.base import all_one_shot
+
+if TYPE_CHECKING:
+    # state_intel imports SQLAlchemy (~0.3 s): a one-shot `ingest` that gets no
+    # intel enricher (see `stream_options`) must not pay for it at start-up.
+    from lightsoc.store.state_intel import IndicatorRow
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +85,24 @@ _KEY, _IDX, _RANK = "__i_key", "__i_idx", "__i_rank"
 _I64 = pl.Int64
 
 
-def _rank(confidence: str, specificity: int) -> int:
-    """Higher is better: confidence first, then how specific the indicator is."""
-    return CONFIDENCES.index(confidence) * 1000 + specificity
+def _rank(confidence: str, specificity: int, confidences: Sequence[str]) -> int:
+    """Higher is better: confidence first (its place in `confidences`), then how
+    specific the indicator is."""
+    return confidences.index(confidence) * 1000 + specificity
 
 
 class IntelIndex:
     """Active indicators as join-ready frames; `idx` points into `meta`."""
 
     def __init__(self, rows: list[IndicatorRow]) -> None:
+        from lightsoc.store.state_intel import CONFIDENCES  # start-up time: see the imports
+
         best: dict[tuple[str, str], tuple[int, IndicatorRow]] = {}
         for r in rows:
             spec = {"ip": 200, "url": 300, "hash": 300}.get(r.kind)
             if spec is None:
                 spec = int(r.value.rsplit("/", 1)[1]) if r.kind == "cidr" else r.value.count(".")
-            rank = _rank(r.confidence, spec)
+            rank = _rank(r.confidence, spec, CONFIDENCES)
             old = best.get((r.kind, r.value))
             if old is None or rank > old[0]:
                 best[(r.kind, r.value)] = (rank, r)
@@ -248,6 +256,8 @@ class IntelEnricher(Enricher):
         state = self.options.get("state")
         if state is None:
             raise EnrichConfigError("intel: needs the state store (option 'state')")
+        from lightsoc.store.state_intel import IntelStore  # start-up time: see the imports
+
         self.store = state if isinstance(state, IntelStore) else IntelStore(state)
         try:
             self.reload_seconds = float(self.options.get("reload_seconds", 30))
@@ -417,7 +427,7 @@ def stream_options(
     """
     allow = dict(getattr(getattr(config, "detect", None), "allow", None) or {})
     lookup = getattr(getattr(config, "enrich", None), "domain_lookup", None)
-    long_running = not sources or any(not getattr(s, "one_shot", False) for s in sources)
+    long_running = not all_one_shot(sources)
     has_state = (
         long_running
         or getattr(stores, "_state", None) is not None

@@ -70,3 +70,12 @@ class Source(ABC):
 
     def stop(self) -> None:
         self.stop_event.set()
+
+
+def all_one_shot(sources: list[Any]) -> bool:
+    """True for a one-shot import (`ingest`): sources, all reading to an end.
+
+    No sources (`demo` serving) or any tailing source (`run`) is long-running:
+    rules reload and intel feeds refresh only there.
+    """
+    return bool(sources) and all(getattr(s, "one_shot", False) for s in sources)

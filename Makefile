@@ -21,6 +21,7 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
+	$(BIN)/python -m compileall -q src  # bytecode of edits since setup: starts as installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 eval: setup

@@ -355,6 +355,9 @@ class PipelineConfig(_Model):
     #: long after its first record: latency against the per-batch cost
     batch_max_ms: PositiveInt = 200
     queue_max_batches: PositiveInt = 1
+    #: threads parsing and enriching batches side by side (stored in order); the
+    #: processor is the pipeline's slowest stage, so 2 keeps both cores of a small box busy
+    processor_threads: PositiveInt = 2
 
 
 def _escape_env(data: Any) -> Any:

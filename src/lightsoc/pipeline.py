@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -94,6 +95,7 @@ class Processor:
         self._parsers: dict[str, Parser] = {}
         self.host = socket.gethostname()
         self.stages = {name: StageMetrics() for name in ("parse", "enrich", "conform", "store")}
+        self._stages_lock = threading.Lock()  # batches may be processed by several threads
 
     def check(self) -> None:
         """Fail early, naming the source, when a format names no parser."""
@@ -132,26 +134,31 @@ class Processor:
             else parse_records(raw.records, self.parser_for(spec))
         )
         t1 = time.perf_counter()
-        self.stages["parse"].add(df.height, t1 - t0)
+        self._timed("parse", df.height, t1 - t0)
         df = apply_enrichers(self.enrichers, df)
         t2 = time.perf_counter()
-        self.stages["enrich"].add(df.height, t2 - t1)
+        self._timed("enrich", df.height, t2 - t1)
         if self.detectors:
             for detector in self.detectors:
                 try:
                     df = detector.detect(df)
                 except Exception:  # a rule bug must not turn parsed events into failures
                     log.exception("detector %s failed on a batch of %s", detector, raw.source)
-                    self.detect_errors += 1
+                    with self._stages_lock:
+                        self.detect_errors += 1
             t3 = time.perf_counter()
-            self.stages.setdefault("detect", StageMetrics()).add(df.height, t3 - t2)
+            self._timed("detect", df.height, t3 - t2)
             t2 = t3
         df = self._finish(df, spec, now)
         counters.events = df.height
         counters.parse_failures = int((~df["_parse_ok"]).sum())
         events = schema.conform(df)
-        self.stages["conform"].add(df.height, time.perf_counter() - t2)
+        self._timed("conform", df.height, time.perf_counter() - t2)
         return ProcessedBatch(events, counters)
+
+    def _timed(self, stage: str, rows: int, seconds: float) -> None:
+        with self._stages_lock:
+            self.stages.setdefault(stage, StageMetrics()).add(rows, seconds)
 
     def fallback(self, raw: RawBatch) -> ProcessedBatch:
         """The batch as parse failures with their original text (last resort)."""
@@ -249,6 +256,7 @@ class Pipeline:
         detectors: list[Detector] | None = None,
         alerting: Any = None,
         follow: bool = False,
+        processor_threads: int = 1,
     ) -> None:
         self.store = store
         #: a processor of a shared bus: consume until stopped, not until the sources end
@@ -263,7 +271,17 @@ class Pipeline:
         self._stopping = threading.Event()
         self._sources_done = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._to_writer: queue.Queue[tuple[RawBatch, ProcessedBatch] | None] = queue.Queue(1)
+        # With several processor threads, batches are parsed side by side and stored in
+        # the order they were consumed (the writer waits for each in turn).
+        self._pool = (
+            ThreadPoolExecutor(processor_threads, thread_name_prefix="processor")
+            if processor_threads > 1
+            else None
+        )
+        self._to_writer: queue.Queue[
+            tuple[RawBatch, ProcessedBatch | Future[ProcessedBatch]] | None
+        ] = queue.Queue(max(1, processor_threads - 1))  # + the one the dispatcher holds: N at work
+        self._errors_lock = threading.Lock()
         self.errors = 0
         #: batches a shared bus delivered again after they were stored (skipped)
         self.redelivered = 0
@@ -308,14 +326,23 @@ class Pipeline:
                     self._to_writer.put(None)
                     return
                 continue
-            try:
-                done = self.processor.process(raw)
-            except Exception:
-                # A parser/enricher bug must not lose records: keep them as failures.
-                log.exception("processing a batch of source %s failed; storing it raw", raw.source)
-                self.errors += 1
-                done = self.processor.fallback(raw)
-            self._to_writer.put((raw, done))
+            if self._pool is not None:
+                self._to_writer.put((raw, self._pool.submit(self._process, raw)))
+            else:
+                self._to_writer.put((raw, self._process(raw)))
+
+    def _process(self, raw: RawBatch) -> ProcessedBatch:
+        try:
+            return self.processor.process(raw)
+        except Exception:
+            # A parser/enricher bug must not lose records: keep them as failures.
+            log.exception("processing a batch of source %s failed; storing it raw", raw.source)
+            self._count_error()
+            return self.processor.fallback(raw)
+
+    def _count_error(self) -> None:
+        with self._errors_lock:
+            self.errors += 1
 
     def _run_writer(self) -> None:
         """Store batches in arrival order; overlaps storage with the next parse."""
@@ -323,7 +350,8 @@ class Pipeline:
             item = self._to_writer.get()
             if item is None:
                 return
-            raw, done = item
+            raw, pending = item
+            done = pending.result() if isinstance(pending, Future) else pending
             stored = self._store(raw, done)
             if stored is None:
                 notify(raw, False)
@@ -364,13 +392,13 @@ class Pipeline:
                 new = self.store.append(
                     done.events, raw.checkpoints, [done.counters], batch_id=raw.batch_id
                 )
-                self.processor.stages["store"].add(done.events.height, time.perf_counter() - t0)
+                self.processor._timed("store", done.events.height, time.perf_counter() - t0)
                 return new is not False
             except Exception:
                 # Not committed: offsets stay where they were. Retry (this blocks
                 # the sources through the bus: backpressure, not loss).
                 log.exception("storing a batch of source %s failed; retrying", raw.source)
-                self.errors += 1
+                self._count_error()
                 if self._stopping.is_set() and delay > 4:
                     return None  # give up on shutdown; a restart re-reads from the last commit
                 time.sleep(delay)
@@ -388,6 +416,8 @@ class Pipeline:
         self._proc.join(timeout)
         self._writer.join(timeout)
         done = not self._writer.is_alive()
+        if done and self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if done and self.alerting is not None:
             self.alerting.close()  # deliver what the last batches raised
         return done

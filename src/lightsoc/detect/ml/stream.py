@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,6 +130,7 @@ class MLDetector:
     reload_errors: int = 0
     _stamps: dict[str, object] = field(default_factory=dict)
     _next_check: float = 0.0
+    _check_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -203,12 +205,17 @@ class MLDetector:
     def _maybe_check(self) -> None:
         if not self.reload_seconds or time.monotonic() < self._next_check:
             return
-        self._next_check = time.monotonic() + self.reload_seconds
+        # batches may be scored by several processor threads: one checks, the others go on
+        if not self._check_lock.acquire(blocking=False):
+            return
         try:
+            self._next_check = time.monotonic() + self.reload_seconds
             self.check()
         except Exception:  # a check must never cost a batch
             log.exception("ml: checking for new models failed; keeping the models in use")
             self.reload_errors += 1
+        finally:
+            self._check_lock.release()
 
     def __len__(self) -> int:
         return len(self.loaded)

@@ -48,6 +48,7 @@ from urllib.parse import quote
 
 import duckdb
 import httpx
+import pyarrow as pa
 
 from lightsoc.store.rollups import TOP_FIELDS
 from lightsoc.web.routes.search import DEFAULT_FIELDS
@@ -453,8 +454,12 @@ class Direct:
         self.con = duckdb.connect(config={"memory_limit": "256MB"})
         self.con.execute("SET TimeZone='UTC'")
         files = sorted(str(p) for p in (data_dir / "events").glob("*.parquet"))
+        # A segment holds only the columns its batch filled: the empty template
+        # supplies the rest, as in the store.
+        self.con.register("template", pa.Table.from_batches([], schema.ARROW_SCHEMA))
         self.con.execute(
-            f"CREATE VIEW ev AS SELECT * FROM read_parquet({files!r})"  # noqa: S608 - own paths
+            "CREATE VIEW ev AS SELECT * FROM template UNION ALL BY NAME "  # noqa: S608 - own paths
+            f"SELECT * FROM read_parquet({files!r}, union_by_name=true)"
         )
 
     def close(self) -> None:

@@ -134,10 +134,10 @@ class Processor:
             else parse_records(raw.records, self.parser_for(spec))
         )
         t1 = time.perf_counter()
-        self._timed("parse", df.height, t1 - t0)
+        self.add_stage("parse", df.height, t1 - t0)
         df = apply_enrichers(self.enrichers, df)
         t2 = time.perf_counter()
-        self._timed("enrich", df.height, t2 - t1)
+        self.add_stage("enrich", df.height, t2 - t1)
         if self.detectors:
             for detector in self.detectors:
                 try:
@@ -147,16 +147,16 @@ class Processor:
                     with self._stages_lock:
                         self.detect_errors += 1
             t3 = time.perf_counter()
-            self._timed("detect", df.height, t3 - t2)
+            self.add_stage("detect", df.height, t3 - t2)
             t2 = t3
         df = self._finish(df, spec, now)
         counters.events = df.height
         counters.parse_failures = int((~df["_parse_ok"]).sum())
         events = schema.conform(df)
-        self._timed("conform", df.height, time.perf_counter() - t2)
+        self.add_stage("conform", df.height, time.perf_counter() - t2)
         return ProcessedBatch(events, counters)
 
-    def _timed(self, stage: str, rows: int, seconds: float) -> None:
+    def add_stage(self, stage: str, rows: int, seconds: float) -> None:
         with self._stages_lock:
             self.stages.setdefault(stage, StageMetrics()).add(rows, seconds)
 
@@ -392,7 +392,7 @@ class Pipeline:
                 new = self.store.append(
                     done.events, raw.checkpoints, [done.counters], batch_id=raw.batch_id
                 )
-                self.processor._timed("store", done.events.height, time.perf_counter() - t0)
+                self.processor.add_stage("store", done.events.height, time.perf_counter() - t0)
                 return new is not False
             except Exception:
                 # Not committed: offsets stay where they were. Retry (this blocks

@@ -355,9 +355,10 @@ class PipelineConfig(_Model):
     #: long after its first record: latency against the per-batch cost
     batch_max_ms: PositiveInt = 200
     queue_max_batches: PositiveInt = 1
-    #: threads parsing and enriching batches side by side (stored in order); the
-    #: processor is the pipeline's slowest stage, so 2 keeps both cores of a small box busy
-    processor_threads: PositiveInt = 2
+    #: threads parsing and enriching batches side by side (stored in order). Default:
+    #: 2 for a one-shot import (its file source can wait), 1 for `run`, whose network
+    #: receivers must keep the CPU they need (2 lost UDP syslog at 50k msg/s here)
+    processor_threads: PositiveInt | None = None
 
 
 def _escape_env(data: Any) -> Any:

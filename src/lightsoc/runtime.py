@@ -198,7 +198,7 @@ def build_pipeline(config: Config, stores: Stores, sources: list[Source], **kw: 
         bus=kw.pop("bus", None) or MemoryBus(config.pipeline.queue_max_batches),
         on_batch=on_batch,
         alerting=alerting,
-        processor_threads=config.pipeline.processor_threads,
+        processor_threads=config.pipeline.processor_threads or (2 if all_one_shot(sources) else 1),
         **kw,
     )
 

@@ -300,9 +300,17 @@ def run_process(config: Config, stop: threading.Event, say: Callable[[str], None
         upkeep.join(60)
         heartbeat.stop()
         say(f"stopped; {pipeline.events_stored} events stored in this run")
+        say(_bus_summary(pipeline.redelivered, bus.metrics()))
     finally:
         bus.close()
         stores.close()
+
+
+def _bus_summary(redelivered: int, m: dict[str, Any]) -> str:
+    """The bus side of a processor's run, for whoever reconciles counts after a failover."""
+    keys = ("consumed", "acked", "reclaimed", "bad_messages", "errors")
+    figures = ", ".join(f"{k} {m[k]}" for k in keys if k in m)
+    return f"bus: {figures or 'no figures'}; {redelivered} batches stored before were skipped"
 
 
 def _sync_models(state: StateStore, data_dir: Path, stop: threading.Event) -> None:

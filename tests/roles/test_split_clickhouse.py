@@ -13,6 +13,7 @@ the scheduler runs).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ from tests.roles.test_split_redis import (
     SYSLOG_MESSAGES,
     _alert_hits,
     _config,
+    _drained,
     _group,
-    _handed_over,
     _input,
     _new_db,
     _send_syslog,
@@ -52,12 +53,7 @@ def _is_correlation(rule_id: str) -> bool:
 
 def _wait_drained(r: Any, cfg: Path, total: int) -> None:
     """Until every record is handed over to the bus and every bus entry acknowledged."""
-
-    def drained() -> bool:
-        g = _group(r)
-        return bool(g) and g["pending"] == 0 and g["lag"] == 0 and _handed_over(cfg) >= total
-
-    wait_until(drained, 180, "every record handed over and acknowledged")
+    wait_until(lambda: _drained(r, cfg, total), 180, "every record handed over and acknowledged")
 
 
 def test_collector_two_processors_scheduler_and_web_over_clickhouse(
@@ -191,6 +187,9 @@ def test_the_batches_of_a_killed_processor_are_taken_over_by_the_other(
             assert victim_pending() == 0  # claimed by the survivor
             assert survivor.stop() == 0, survivor.output()
             assert collector.stop() == 0, collector.output()
+            bus_state = _bus_state(r)
+            # its stop line counts the take-over: "bus: consumed N, acked N, reclaimed N, ..."
+            assert re.search(r"bus: .*reclaimed [1-9]", survivor.output()), survivor.output()
         finally:
             for p in (victim, survivor, collector):
                 p.ensure_stopped()
@@ -200,8 +199,40 @@ def test_the_batches_of_a_killed_processor_are_taken_over_by_the_other(
             [(n, distinct)] = client.execute(
                 "SELECT count(), uniqExact(`event.id`) FROM lightsoc.events FINAL"
             )
+            stored = _store_state(client)
         finally:
             client.disconnect()
     # (FINAL: a batch the victim was killed inserting is inserted again by the survivor;
     # the replacing engine keeps one of each event, and every read says FINAL)
-    assert n == distinct == total
+    assert n == distinct == total, (
+        f"{bus_state}\n{stored}\nsurvivor:\n{survivor.output()}\ncollector:\n{collector.output()}"
+    )
+
+
+def _bus_state(r: Any) -> str:
+    """What the bus holds once drained: the stream, the group, its consumers, dead letters
+    (named in the failure message of a count that falls short)."""
+    dead = f"{STREAM}:dead"
+    consumers = r.xinfo_consumers(STREAM, "lightsoc-processors") if r.exists(STREAM) else []
+    return (
+        f"stream: {r.xinfo_stream(STREAM) if r.exists(STREAM) else None}\n"
+        f"group: {_group(r)}\nconsumers: {consumers}\n"
+        f"dead letters: {r.xrange(dead) if r.exists(dead) else []}"
+    )
+
+
+def _store_state(client: Client) -> str:
+    """Rows per source and file with and without FINAL, and the batch ids stored."""
+    per_file = client.execute(
+        "SELECT `lightsoc.source`, `log.file.path`, count(), uniqExact(`event.id`) "
+        "FROM lightsoc.events GROUP BY `lightsoc.source`, `log.file.path` "
+        "ORDER BY `lightsoc.source`, `log.file.path`"
+    )
+    [(raw, raw_distinct)] = client.execute(
+        "SELECT count(), uniqExact(`event.id`) FROM lightsoc.events"
+    )
+    [(batches,)] = client.execute("SELECT count() FROM lightsoc.lightsoc_batches")
+    return (
+        f"rows without FINAL: {raw} ({raw_distinct} distinct ids); batch ids: {batches}\n"
+        f"per source and file: {per_file}"
+    )

@@ -70,5 +70,9 @@ class Bus(ABC):
     def depth(self) -> int:
         return 0
 
+    def metrics(self) -> dict[str, Any]:
+        """Counters of a shared bus (published, consumed, acked, ...); none in memory."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

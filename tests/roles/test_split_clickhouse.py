@@ -222,7 +222,8 @@ def _bus_state(r: Any) -> str:
 
 
 def _store_state(client: Client) -> str:
-    """Rows per source and file with and without FINAL, and the batch ids stored."""
+    """Rows (and distinct ids) without FINAL, in all and per source and file, and the
+    batch ids stored: where events are missing when the FINAL count falls short."""
     per_file = client.execute(
         "SELECT `lightsoc.source`, `log.file.path`, count(), uniqExact(`event.id`) "
         "FROM lightsoc.events GROUP BY `lightsoc.source`, `log.file.path` "

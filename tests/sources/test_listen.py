@@ -7,8 +7,12 @@ without waiting for it.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -178,3 +182,31 @@ def test_report_counts_every_error_and_logs_a_repeat_once(
         "source net: b",
         "source net: a",
     ]
+
+
+def _granted(code: str) -> int:
+    """SO_RCVBUF of a UDP socket after `set_rcvbuf(sock, 4 * rmem_max)`, in a child
+    that first runs `code` (e.g. dropping root)."""
+    script = (
+        "import os, socket\n"
+        "from pathlib import Path\n"
+        "from lightsoc.sources.base import set_rcvbuf\n"
+        "want = 4 * int(Path('/proc/sys/net/core/rmem_max').read_text())\n"
+        f"{code}\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "set_rcvbuf(s, want)\n"
+        "print(s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
+def test_root_gets_a_receive_buffer_past_rmem_max_and_others_the_cap() -> None:
+    # The tests run as root (`make test`), like a collector that binds port 514.
+    assert os.geteuid() == 0
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    # SO_RCVBUFFORCE: what was asked (the kernel doubles it for its bookkeeping)
+    assert _granted("") >= 4 * rmem_max
+    # without CAP_NET_ADMIN the kernel caps SO_RCVBUF at rmem_max (doubled)
+    assert _granted("os.setgid(65534); os.setuid(65534)") == 2 * rmem_max

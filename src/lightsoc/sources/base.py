@@ -14,6 +14,8 @@ from lightsoc.bus.base import RawBatch
 from lightsoc.store.base import Checkpoint
 
 Publish = Callable[[RawBatch], None]
+#: <asm-generic/socket.h>; Python's `socket` module does not export it
+SO_RCVBUFFORCE = 33
 
 
 def set_rcvbuf(sock: socket.socket, size: int) -> None:
@@ -21,10 +23,11 @@ def set_rcvbuf(sock: socket.socket, size: int) -> None:
 
     SO_RCVBUFFORCE (CAP_NET_ADMIN) is what rsyslog's imudp and nfcapd use: the
     default rmem_max (4 MiB here) holds well under a second of a busy sender.
+    Without the privilege (or off Linux) the kernel caps SO_RCVBUF at rmem_max.
     """
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)
-    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 

@@ -37,6 +37,8 @@ import threading
 import time
 from types import TracebackType
 
+from lightsoc.sources.base import set_rcvbuf
+
 __all__ = ["LiveCapture", "compile_filter"]
 
 # Linux constants the `socket` module does not export.
@@ -49,7 +51,6 @@ PACKET_AUXDATA = 8
 SO_ATTACH_FILTER = 26
 SO_TIMESTAMP = 29
 SO_TIMESTAMPNS = 35
-SO_RCVBUFFORCE = 33
 TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
 BPF_MAXINSNS = 4096
@@ -217,7 +218,7 @@ class LiveCapture:
             ) from e
         try:
             self._attach(sock, insns)
-            self._set_rcvbuf(sock, buffer_bytes)
+            set_rcvbuf(sock, buffer_bytes)
             sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -259,14 +260,6 @@ class LiveCapture:
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
         except OSError as e:
             raise ValueError(f"kernel rejected the capture filter: {e.strerror}") from e
-
-    @staticmethod
-    def _set_rcvbuf(sock: socket.socket, size: int) -> None:
-        # SO_RCVBUFFORCE (root) is not capped by net.core.rmem_max; fall back if not allowed.
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def __enter__(self) -> LiveCapture:
         return self

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import struct
 import tempfile
@@ -162,7 +163,11 @@ def bench_e2e(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    store = DuckDBEventStore(workdir / f"events-{int(enrich)}.duckdb")
+    # a fresh store per run: an earlier run's flows would count again
+    data = workdir / f"e2e-{int(enrich)}"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    store = DuckDBEventStore(data / "events.duckdb")
     config = NetflowSourceConfig(type="netflow", listen=[f"udp://127.0.0.1:{port}"])
     source = NetflowSource("flows", config, checkpoints={}, batch_max_rows=BATCH_ROWS)
     stored = [0]

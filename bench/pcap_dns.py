@@ -5,7 +5,7 @@ query/response pairs from a few hundred clients to four resolvers, A/AAAA/
 MX/TXT/PTR questions over a few thousand names (CNAME chains, 1-4 addresses
 per answer, ~3% NXDOMAIN, ~2% unanswered, ~2% over TCP), 500k packets.
 Then times `lightsoc ingest FILE --json` (decode, pair, enrich, store in
-DuckDB) and `tshark -r FILE -T fields -e dns.qry.name > /dev/null`, and
+DuckDB; with the default rules and models, and again without them) and `tshark -r FILE -T fields -e dns.qry.name > /dev/null`, and
 prints packets/s of each and their ratio. Figures, not pass/fail.
 
     python bench/pcap_dns.py [--packets N] [--workdir DIR]
@@ -156,6 +156,29 @@ def build_pcap(path: Path, packets: int = DEFAULT_PACKETS, seed: int = 7) -> int
     return written
 
 
+#: the rules and stream models off (as `bench/run.py`'s ingest case without detection)
+NO_DETECTION = {"detect": {"rules": [], "ml": {"stream": []}}}
+
+
+def _ingest(pcap: Path, data_dir: Path, detection: bool) -> tuple[dict, float]:
+    """`lightsoc ingest` of the capture into a fresh `data_dir`: (its summary, wall s)."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    cfg = data_dir.with_suffix(".yml")
+    cfg.write_text(json.dumps({"data_dir": str(data_dir), **({} if detection else NO_DETECTION)}))
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [str(LIGHTSOC), "ingest", str(pcap), "--json", "--no-progress", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"lightsoc ingest failed: {proc.stderr.strip()}")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return json.loads(proc.stdout), wall
+
+
 def run(workdir: Path, packets: int = DEFAULT_PACKETS) -> dict:
     """Build the capture (cached), time lightsoc and tshark on it; returns the figures."""
     workdir = Path(workdir)
@@ -166,28 +189,10 @@ def run(workdir: Path, packets: int = DEFAULT_PACKETS) -> dict:
         build_pcap(tmp, packets)
         tmp.rename(pcap)
     data_dir = workdir / "pcap-dns-data"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            str(LIGHTSOC),
-            "ingest",
-            str(pcap),
-            "--json",
-            "--no-progress",
-            "--data-dir",
-            str(data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise RuntimeError(f"lightsoc ingest failed: {proc.stderr.strip()}")
-    summary = json.loads(proc.stdout)
+    summary, wall = _ingest(pcap, data_dir, detection=True)
     counters = summary.get("pcap", {})
     n = counters.get("packets", packets)
+    plain, plain_wall = _ingest(pcap, data_dir, detection=False)
     figures: dict = {
         "packets": n,
         "file_mib": round(pcap.stat().st_size / 2**20, 1),
@@ -198,6 +203,10 @@ def run(workdir: Path, packets: int = DEFAULT_PACKETS) -> dict:
         "lightsoc_wall_seconds": round(wall, 2),
         "lightsoc_packets_per_s": round(n / summary["seconds"]),
         "lightsoc_peak_rss_mb": summary["peak_rss_mb"],
+        # issue 3's scope (decode, enrich, store): the rules and stream models off
+        "no_detection_seconds": round(plain["seconds"], 2),
+        "no_detection_wall_seconds": round(plain_wall, 2),
+        "no_detection_packets_per_s": round(n / plain["seconds"]),
     }
     tshark = shutil.which("tshark")
     if tshark:
@@ -214,7 +223,6 @@ def run(workdir: Path, packets: int = DEFAULT_PACKETS) -> dict:
         figures["tshark_packets_per_s"] = round(n / tsec)
         figures["speedup_vs_tshark"] = round(tsec / summary["seconds"], 2)
         figures["speedup_vs_tshark_wall"] = round(tsec / wall, 2)
-    shutil.rmtree(data_dir, ignore_errors=True)
     return figures
 
 

@@ -229,7 +229,8 @@ def _netflow_line(r: dict) -> str:
 
 def _pcap_line(r: dict) -> str:
     return (
-        f"pcap dns: {r['lightsoc_packets_per_s']:,} packets/s decoded and stored "
+        f"pcap dns: {r['no_detection_packets_per_s']:,} packets/s decoded and stored without "
+        f"detection, {r['lightsoc_packets_per_s']:,} with the default rules and models "
         f"(target >= 200,000); tshark {r.get('tshark_packets_per_s', 0):,} packets/s; "
         f"ratio {r.get('speedup_vs_tshark', 0)}x"
     )

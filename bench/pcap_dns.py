@@ -5,8 +5,9 @@ query/response pairs from a few hundred clients to four resolvers, A/AAAA/
 MX/TXT/PTR questions over a few thousand names (CNAME chains, 1-4 addresses
 per answer, ~3% NXDOMAIN, ~2% unanswered, ~2% over TCP), 500k packets.
 Then times `lightsoc ingest FILE --json` (decode, pair, enrich, store in
-DuckDB; with the default rules and models, and again without them) and `tshark -r FILE -T fields -e dns.qry.name > /dev/null`, and
-prints packets/s of each and their ratio. Figures, not pass/fail.
+DuckDB; with the default rules and models, and again without them) and
+`tshark -r FILE -T fields -e dns.qry.name > /dev/null`, and prints packets/s
+of each and their ratio. Figures, not pass/fail.
 
     python bench/pcap_dns.py [--packets N] [--workdir DIR]
 """

@@ -7,6 +7,7 @@ and on generated mixes of fast-path and other packets.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from lightsoc.sources.dns_decode import DnsDecoder, flow_key
-from lightsoc.sources.dns_events import community_id, community_ids
+from lightsoc.sources.dns_events import community_id, community_ids, sha1_rows
 from tests.sources.test_dns_decode import (
     DNS_CAPTURES,
     NON_DNS_CAPTURES,
@@ -158,3 +159,11 @@ def test_community_ids_vectorised_equal_one_by_one(flows: list, other: list) -> 
         keys = [flow_key(*k) if k is not None else None for k in rows]
         want = [community_id(*k[:5]) if k is not None else None for k in rows]
         assert community_ids(keys).to_list() == want
+
+
+@given(st.lists(st.binary(min_size=16, max_size=16), max_size=50))
+def test_sha1_rows_equal_hashlib(records: list[bytes]) -> None:
+    """DuckDB's column of digests is hashlib's, row for row (none: an empty array)."""
+    got = sha1_rows(b"".join(records), 16)
+    assert got.shape == (len(records), 20)
+    assert [bytes(row) for row in got] == [hashlib.sha1(r).digest() for r in records]

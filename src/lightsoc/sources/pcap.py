@@ -76,7 +76,9 @@ class PcapSource(Source):
         super().__init__(source_id, config, checkpoints=checkpoints)
         self.committed = dict(checkpoints)
         self.one_shot = one_shot
-        self.batch_packets = max(1, batch_max_rows)
+        # a query and its response make one event: batches of about `batch_max_rows` events
+        # (half as many packets per batch cost ~5% of an import's speed in fixed costs)
+        self.batch_packets = max(1, 2 * batch_max_rows)
         #: seconds a query waits for its response before it is an unanswered event
         self.timeout = float(timeout or getattr(config, "timeout", None) or DEFAULT_TIMEOUT)
         self.decoder: DnsDecoder | None = None

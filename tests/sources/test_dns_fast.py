@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from lightsoc.sources import dns_fast
 from lightsoc.sources.dns_decode import DnsDecoder, flow_key
 from lightsoc.sources.dns_events import community_id, community_ids, sha1_rows
 from tests.sources.test_dns_decode import (
@@ -92,6 +93,34 @@ def test_fast_path_equals_slow_path_with_repeats_and_tcp() -> None:
     packets = [(1_700_000_000_000_000 + i * 3000, f) for i, f in enumerate(frames)]
     both(packets, 1000, timeout=1.0)
     both(packets, 4096, max_pending=50)
+
+
+def test_dns_only_batches_are_paired_whole_and_equal_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No VLAN tags or other UDP: `dns_pairs` takes every batch, across batch borders,
+    with TCP exchanges, retransmissions and queries never answered in between."""
+    paired = []
+    real = dns_fast.pair_batch
+    monkeypatch.setattr(dns_fast, "pair_batch", lambda *a: paired.append(len(a[3])) or real(*a))
+    names = ["www.example.com", "Mail.Example.ORG", "a.b.c", "x\\.y.test"]
+    frames = []
+    for i in range(3000):
+        frames += _exchange(i, names[i % len(names)], True)
+        if i % 97 == 0:  # a query sent twice, one never answered
+            frames[-1:-1] = [frames[-2]]
+            frames.append(ether(ipv4("10.9.9.9", "10.0.0.53", 17, udp(999, 53, query(i, "u")))))
+    packets = [(1_700_000_000_000_000 + i * 3000, f) for i, f in enumerate(frames)]
+    both(packets, 1000, timeout=1.0)
+    udp_packets = sum(f[23] == 17 for _, f in packets)  # the rest is TCP (every 5th exchange)
+    assert len(paired) == -(-len(packets) // 1000) and sum(paired) == udp_packets
+    paired.clear()
+    both(packets, 333, community_id=False)
+    assert len(paired) == -(-len(packets) // 333)
+    vlan = [*packets[:10], (packets[10][0], ether(packets[10][1][14:], vlan=5)), *packets[11:20]]
+    paired.clear()
+    both(vlan, 1000)  # a tagged UDP packet could wait under a fast key: the loop decodes
+    assert paired == []
 
 
 _PAYLOADS = st.one_of(

@@ -46,6 +46,7 @@ import polars as pl
 
 from lightsoc.sources.dns_events import (  # noqa: F401 - community_id: re-exported
     LABELS,
+    MAX_DURATION_US,
     MESSAGE_K,
     community_id,
     events_frame,
@@ -63,7 +64,6 @@ DNS_PORTS = frozenset({53, 5353, 5355})
 MAX_PENDING = 200_000
 MAX_STREAMS = 1024
 MAX_LEARNED_PORTS = 64
-MAX_DURATION_US = 1 << 40  # ~12.7 days
 _IP4 = struct.Struct("!BxHxxHxB2x4s4s")
 _IP6 = struct.Struct("!4xHBx16s16s")
 _PORTS = struct.Struct("!HH")
@@ -108,6 +108,7 @@ class DnsDecoder:
         self._ipcache: dict[bytes, str] = {}
         self._ip4: dict[int, str] = {}  # IPv4 as int -> text (dns_fast)
         self._rows: list[tuple] = []  # one tuple per event, in `_COLUMNS` order
+        self._built: list[pl.DataFrame] = []  # rows made as frames (`dns_pairs`)
         self._qnames: dict[bytes, tuple[str, str]] = {}  # question wire form -> (name, lower)
         self._fail: dict[str, list] = {k: [] for k in ("_ts", "_fid", "ip", "reason", "orig")}
         self._seq = 0  # position of packets given without positions (live capture)
@@ -485,16 +486,17 @@ class DnsDecoder:
     @property
     def rows(self) -> int:
         """Events decoded and not taken yet."""
-        return len(self._rows) + len(self._fail["_ts"])
+        return len(self._rows) + len(self._fail["_ts"]) + sum(f.height for f in self._built)
 
     def take(self) -> pl.DataFrame:
         """The events decoded so far as one frame (ECS columns); resets the buffers."""
         rows, self._rows = self._rows, []
+        built, self._built = self._built, []
         fail, self._fail = self._fail, {k: [] for k in self._fail}
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            return events_frame(rows, fail, self.id_prefix)
+            return events_frame(rows, fail, self.id_prefix, built)
         finally:
             if gc_was:
                 gc.enable()

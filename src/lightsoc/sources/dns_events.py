@@ -1,9 +1,9 @@
 """DNS events as rows and frames: the column layout, ids, labels, Community ID.
 
 `DnsDecoder` keeps one tuple per event in `_COLUMNS` order (cheaper than a
-list per column); `events_frame` turns the tuples and the parse failures
-into one polars frame with the ECS columns and the constant ones
-(`event.dataset` dns, `event.category` network, `event.type` protocol,
+list per column), or a frame of them (`dns_pairs`); `events_frame` turns the
+tuples, the frames and the parse failures into one polars frame with the ECS
+columns and the constant ones (`event.dataset` dns, `event.category` network, `event.type` protocol,
 `network.protocol` dns). List columns travel as one string per row
 (`dns_wire.joined`) and are split by polars, which builds nested lists from Python
 objects slowly; Community IDs are computed per frame (`community_ids`).
@@ -32,6 +32,8 @@ import pyarrow as pa
 from lightsoc.sources.dns_wire import OPCODES
 
 MESSAGE_K = 100_000  # event ids of the k-th message of a TCP segment: <pos>.<k>
+MAX_DURATION_US = 1 << 40  # ~12.7 days: a longer query-response time is a damaged capture
+UDP4_HEADERS = 14 + 20 + 8  # Ethernet + IPv4 without options + UDP (the fast paths' packets)
 _PORTS = struct.Struct("!HH")
 try:  # CPython's own SHA-1: for 38 bytes about twice as fast as OpenSSL's per call
     from _sha1 import sha1 as _sha1
@@ -90,23 +92,37 @@ def header_labels(flags: int) -> str:
     return lab
 
 
-def events_frame(rows: list[tuple], fail: dict[str, list], id_prefix: str) -> pl.DataFrame:
-    """Event tuples plus parse failures -> one frame (empty frame if there is nothing)."""
+def events_frame(
+    rows: list[tuple], fail: dict[str, list], id_prefix: str, built: list[pl.DataFrame] = ()
+) -> pl.DataFrame:
+    """Event tuples (and `built`: rows already as frames of `_COLUMNS` with their
+    Community IDs) plus parse failures -> one frame (empty if there is nothing).
+
+    Rows come out in `_pos` order and failures in `_fid` order (both unique, as
+    the event ids made of them), whichever path of the decoder made them.
+    """
     ts_type = pl.Datetime("us", "UTC")
     frames = []
     if rows:
         cols = list(zip(*rows, strict=True))
-        df = pl.DataFrame(
-            [
-                _list_series(k, v)
-                if k in _LISTS
-                else community_ids(v)
-                if k == "network.community_id"
-                else pl.Series(k, v, dtype=t)
-                for (k, t), v in zip(_COLUMNS.items(), cols, strict=True)
-            ]
+        built = [
+            pl.DataFrame(
+                [
+                    _list_series(k, v)
+                    if k in _LISTS
+                    else community_ids(v)
+                    if k == "network.community_id"
+                    else pl.Series(k, v, dtype=t)
+                    for (k, t), v in zip(_COLUMNS.items(), cols, strict=True)
+                ]
+            ),
+            *built,
+        ]
+    if built:
+        df = pl.concat(built) if len(built) > 1 else built[0]
+        frames.append(
+            df.sort("_pos", maintain_order=True).with_columns(pl.lit(True).alias("_parse_ok"))
         )
-        frames.append(df.with_columns(pl.lit(True).alias("_parse_ok")))
     if fail["_ts"]:
         frames.append(
             pl.DataFrame(
@@ -117,7 +133,9 @@ def events_frame(rows: list[tuple], fail: dict[str, list], id_prefix: str) -> pl
                     "event.original": pl.Series(fail["orig"], dtype=pl.Utf8),
                     "_reason": pl.Series(fail["reason"], dtype=pl.Utf8),
                 }
-            ).with_columns(
+            )
+            .sort("_fid", maintain_order=True)
+            .with_columns(
                 pl.lit(False).alias("_parse_ok"),
                 ("malformed DNS message: " + pl.col("_reason")).alias("message"),
                 ('{"dns.malformed":"' + pl.col("_reason") + '"}').alias("labels"),
@@ -178,16 +196,23 @@ def community_ids(keys: list | tuple) -> pl.Series:
     v4 = [i for i, k in enumerate(keys) if type(k) is bytes]
     if not v4:
         return pl.Series(name, [_one_cid(k) for k in keys], dtype=pl.Utf8)
-    text = _cid_v4(b"".join(keys) if len(v4) == m else b"".join([keys[i] for i in v4]))
     if len(v4) == m:
-        offsets = np.arange(0, 30 * m + 1, 30, dtype=np.int32)
-        arr = pa.StringArray.from_buffers(m, pa.py_buffer(offsets), pa.py_buffer(text))
-        return pl.Series(name, pl.from_arrow(arr), dtype=pl.Utf8)
+        return community_ids_v4(b"".join(keys))
+    text = _cid_v4(b"".join([keys[i] for i in v4]))
     out = [_one_cid(k) for k in keys]
     strs = text.tobytes().decode("ascii")
     for j, i in enumerate(v4):
         out[i] = strs[j * 30 : j * 30 + 30]
     return pl.Series(name, out, dtype=pl.Utf8)
+
+
+def community_ids_v4(blob: bytes) -> pl.Series:
+    """`network.community_id` of 14-byte IPv4/UDP flow keys, one after the other."""
+    m = len(blob) // 14
+    text = _cid_v4(blob)
+    offsets = np.arange(0, 30 * m + 1, 30, dtype=np.int32)
+    arr = pa.StringArray.from_buffers(m, pa.py_buffer(offsets), pa.py_buffer(text))
+    return pl.Series("network.community_id", pl.from_arrow(arr), dtype=pl.Utf8)
 
 
 def _one_cid(key: tuple | bytes | None) -> str | None:

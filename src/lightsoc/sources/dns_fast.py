@@ -8,6 +8,9 @@ decoder's own tables; every other packet goes, in order, to the decoder's
 per-packet path (`_decode_slow`), so events, their order and the counters are
 the same as without this module (tests compare the two).
 
+When nothing else in the batch can meet the same flow keys, `dns_pairs` pairs
+the whole batch at once instead of the per-packet loop here.
+
 Parsed messages are cached by their bytes without the id (messages repeat:
 the same questions, often the same answers), unless the message could point
 into its id (a compression pointer to offset 0 or 1) or is large.
@@ -21,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lightsoc.sources.dns_events import LABELS, header_labels
+from lightsoc.sources.dns_events import LABELS, MAX_DURATION_US, UDP4_HEADERS, header_labels
+from lightsoc.sources.dns_pairs import pair_batch, pairable
 from lightsoc.sources.dns_wire import Malformed, rcode_name
 
 if TYPE_CHECKING:
@@ -30,9 +34,8 @@ if TYPE_CHECKING:
 FAST_MIN = 1  # batches of any size (the hand-built tests go through here too)
 MAX_CACHED = 50_000
 MAX_CACHED_LEN = 1024
-MAX_DURATION_US = 1 << 40  # as in dns_decode
 _RCODES = [rcode_name(i) for i in range(16)]
-_HDR = 14 + 20 + 8  # Ethernet + IPv4 without options + UDP
+_HDR = UDP4_HEADERS
 _HEAD = _HDR + 4  # bytes read with numpy: the headers, the DNS id and flags
 _KEY4 = struct.Struct("!HHH")
 
@@ -104,15 +107,22 @@ def decode_fast(dec: DnsDecoder, packets: list[tuple[int, bytes]], positions: An
     ip_s = np.where(resp[:, None], _cols(buf, base, 26, 4), _cols(buf, base, 30, 4))
     pt_c = np.where(resp[:, None], _cols(buf, base, 36, 2), _cols(buf, base, 34, 2))
     pt_s = np.where(resp[:, None], _cols(buf, base, 34, 2), _cols(buf, base, 36, 2))
-    # 14-byte `bytes` each, made in C (numpy's V14 items)
-    keys = (
-        np.hstack([ip_c, ip_s, pt_c, pt_s, _cols(buf, base, _HDR, 2)]).view("V14").ravel().tolist()
-    )
+    karr = np.hstack([ip_c, ip_s, pt_c, pt_s, _cols(buf, base, _HDR, 2)])
+    cports_a, sports_a = np.where(resp, dports, sports), np.where(resp, sports, dports)
+    if pairable(dec, n, ~ok, _u16(buf, base + 12), buf[base + 23]):
+        arrays = {"keys": karr, "ends": end, "cip": ip_c.view(">u4").ravel()}
+        arrays |= {"sip": ip_s.view(">u4").ravel(), "cport": cports_a, "sport": sports_a}
+        arrays |= {"mid": _u16(buf, base + _HDR), "flags": _u16(buf, base + _HDR + 2)}
+        arrays["pos"] = np.asarray(positions, np.int64)
+        arrays["ts"] = np.fromiter((p[0] for p in packets), np.int64, n)
+        pair_batch(dec, packets, positions, np.flatnonzero(ok), np.flatnonzero(~ok), arrays)
+        return
+    keys = karr.view("V14").ravel().tolist()  # 14-byte `bytes` each, made in C
     ends = end.tolist()
     cips = ip_c.view(">u4").ravel().tolist()
     sips = ip_s.view(">u4").ravel().tolist()
-    cports = np.where(resp, dports, sports).tolist()
-    sports_l = np.where(resp, sports, dports).tolist()
+    cports = cports_a.tolist()
+    sports_l = sports_a.tolist()
     mids = _u16(buf, base + _HDR).tolist()
 
     c = dec.counters

@@ -77,7 +77,9 @@ class CaptureFile:
         self.counters: Counter[str] = Counter()
         self.size = os.path.getsize(self.path)
 
-    def batches(self, max_packets: int = 65536) -> Iterator[PacketBatch]:
+    def batches(self, max_packets: int = 65536, first: int | None = None) -> Iterator[PacketBatch]:
+        """Batches of up to `max_packets` (the first of up to `first`: a pipeline that
+        waits for the first batch starts the next stages sooner with a small one)."""
         if self.size < 12:
             if self.size:
                 self.counters["cut_records"] += 1
@@ -87,43 +89,40 @@ class CaptureFile:
             try:
                 kind = capture_kind(mm[:12])
                 if kind == "pcap":
-                    yield from self._pcap(mm, max_packets)
+                    yield from self._pcap(mm, max_packets, first or max_packets)
                 elif kind == "pcapng":
-                    yield from self._pcapng(mm, max_packets)
+                    yield from self._pcapng(mm, max_packets, first or max_packets)
                 else:
                     raise ValueError(f"{self.path}: not a pcap or pcapng file")
             finally:
                 mm.close()
 
     # -- classic pcap ---------------------------------------------------------
-    def _pcap(self, mm: mmap.mmap, max_packets: int) -> Iterator[PacketBatch]:
+    def _pcap(self, mm: mmap.mmap, max_packets: int, limit: int) -> Iterator[PacketBatch]:
         size = len(mm)
         if size < 24:
             self.counters["cut_records"] += 1
             return
         order, scale = PCAP_MAGICS[bytes(mm[:4])]
         linktype = struct.unpack_from(order + "I", mm, 20)[0] & 0xFFFF
-        rec = struct.Struct(order + "IIII").unpack_from
+        rec = struct.Struct(order + "III4x").unpack_from  # seconds, fraction, captured length
         off = max(self.start, 24)
+        last = size - 16  # the last offset a whole record header fits at
         done = False
         while not done:
             packets: list[tuple[int, bytes]] = []
             positions: list[int] = []
             add, addpos = packets.append, positions.append
-            for _ in range(max_packets):
-                if off + 16 > size:
+            for _ in range(limit):
+                if off > last:
                     if off < size:
                         self.counters["cut_records"] += 1
                     done = True
                     break
-                sec, frac, incl, _orig = rec(mm, off)
+                sec, frac, incl = rec(mm, off)
                 stop = off + 16 + incl
-                if incl > MAX_RECORD:
-                    self.counters["bad_records"] += 1
-                    done = True
-                    break
-                if stop > size:
-                    self.counters["cut_records"] += 1
+                if stop > size or incl > MAX_RECORD:  # one test for both (rare) ends
+                    self.counters["bad_records" if incl > MAX_RECORD else "cut_records"] += 1
                     done = True
                     break
                 addpos(off)
@@ -131,9 +130,10 @@ class CaptureFile:
                 off = stop
             if packets:
                 yield PacketBatch(linktype, packets, positions, off)
+                limit = max_packets
 
     # -- pcapng ---------------------------------------------------------------
-    def _pcapng(self, mm: mmap.mmap, max_packets: int) -> Iterator[PacketBatch]:
+    def _pcapng(self, mm: mmap.mmap, max_packets: int, limit: int) -> Iterator[PacketBatch]:
         size = len(mm)
         off = 0
         order = "<"
@@ -174,10 +174,10 @@ class CaptureFile:
                     self.counters["bad_records"] += 1
                 else:
                     link, item = pkt
-                    if link != cur_link or len(packets) >= max_packets:
+                    if link != cur_link or len(packets) >= limit:
                         if packets:
                             yield PacketBatch(cur_link, packets, positions, off)
-                            packets, positions = [], []
+                            packets, positions, limit = [], [], max_packets
                         cur_link = link
                     packets.append(item)
                     positions.append(off)

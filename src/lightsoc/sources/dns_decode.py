@@ -54,10 +54,10 @@ from lightsoc.sources.dns_events import (  # noqa: F401 - community_id: re-expor
 )
 from lightsoc.sources.dns_fast import _KEY4, FAST_MIN, cache_parsed, decode_fast, flow_key
 from lightsoc.sources.dns_wire import (
+    RCODE_NAMES,
     Malformed,
     looks_like_dns,
     parse_message,
-    rcode_name,
 )
 
 DNS_PORTS = frozenset({53, 5353, 5355})
@@ -74,8 +74,6 @@ _SEQ = 0xFFFFFFFF
 # link type -> how to find the IP header (see pcap-linktype(7))
 ETHERNET, NULL, RAW, LOOP, SLL, SLL2 = 1, 0, 101, 108, 113, 276
 _RAW_TYPES = {RAW, 12, 14}
-
-_RCODE_NAMES = [rcode_name(i) for i in range(16)]
 
 
 def new_counters() -> Counter[str]:
@@ -391,7 +389,7 @@ class DnsDecoder:
                 transport,
                 "answer",
                 mid,
-                _RCODE_NAMES[flags & 15],
+                RCODE_NAMES[flags & 15],
                 qname,
                 qtype_s,
                 answers,
@@ -409,9 +407,6 @@ class DnsDecoder:
             s = socket.inet_ntoa(raw) if len(raw) == 4 else socket.inet_ntop(socket.AF_INET6, raw)
             self._ipcache[raw] = s
         return s
-
-    def _label(self, flags: int) -> str:
-        return header_labels(flags)
 
     def _emit_query(self, key: tuple | bytes, q: tuple) -> None:
         self.counters["unanswered"] += 1
@@ -441,7 +436,7 @@ class DnsDecoder:
                 q[3],
                 None,
                 None,
-                self._label(q[4]),
+                header_labels(q[4]),
                 key if self.community_id else None,
             )
         )

@@ -26,7 +26,7 @@ import numpy as np
 
 from lightsoc.sources.dns_events import LABELS, MAX_DURATION_US, UDP4_HEADERS, header_labels
 from lightsoc.sources.dns_pairs import pair_batch, pairable
-from lightsoc.sources.dns_wire import Malformed, rcode_name
+from lightsoc.sources.dns_wire import RCODE_NAMES, Malformed
 
 if TYPE_CHECKING:
     from lightsoc.sources.dns_decode import DnsDecoder
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 FAST_MIN = 1  # batches of any size (the hand-built tests go through here too)
 MAX_CACHED = 50_000
 MAX_CACHED_LEN = 1024
-_RCODES = [rcode_name(i) for i in range(16)]
 _HDR = UDP4_HEADERS
 _HEAD = _HDR + 4  # bytes read with numpy: the headers, the DNS id and flags
 _KEY4 = struct.Struct("!HHH")
@@ -192,7 +191,7 @@ def decode_fast(dec: DnsDecoder, packets: list[tuple[int, bytes]], positions: An
                 "udp",
                 "answer",
                 mids[i],
-                _RCODES[flags & 15],
+                RCODE_NAMES[flags & 15],
                 qname,
                 qtype_s,
                 answers,

@@ -34,13 +34,13 @@ from lightsoc.sources.dns_events import (
     community_ids_v4,
     header_labels,
 )
-from lightsoc.sources.dns_wire import Malformed, rcode_name
+from lightsoc.sources.dns_wire import RCODE_NAMES, Malformed
 
 if TYPE_CHECKING:
     from lightsoc.sources.dns_decode import DnsDecoder
 
 _HDR = UDP4_HEADERS
-_RCODES = np.array([rcode_name(i) for i in range(16)], dtype=object)
+_RCODES = np.array(RCODE_NAMES, dtype=object)
 _VLAN = (0x8100, 0x88A8, 0x9100)
 #: the columns of a parsed message after its flags (`dns_wire.parse_message` without the id)
 _FIELDS = ("dns.question.name", "dns.question.type", "dns.answers", "dns.resolved_ip")

@@ -87,7 +87,7 @@ OPCODES: dict[int, str] = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5:
 CLASSES: dict[int, str] = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
 
 _TYPE_NAMES = [TYPES.get(i) or f"TYPE{i}" for i in range(65536)]
-_RCODE_NAMES = [RCODES.get(i) or f"RCODE{i}" for i in range(16)]
+RCODE_NAMES = [RCODES.get(i) or f"RCODE{i}" for i in range(16)]  # by the header's 4 bits
 # Anything but letters, digits and the usual host-name punctuation takes the slow path.
 _UNSAFE = re.compile(rb"[^A-Za-z0-9_\-*/.]")
 _SAFE_BYTE = [chr(b) if 0x21 <= b <= 0x7E and b not in b".\\" else f"\\{b:03d}" for b in range(256)]
@@ -111,7 +111,7 @@ def type_name(qtype: int) -> str:
 
 
 def rcode_name(rcode: int) -> str:
-    return _RCODE_NAMES[rcode & 15]
+    return RCODE_NAMES[rcode & 15]
 
 
 def _escape(labels: list[bytes]) -> str:

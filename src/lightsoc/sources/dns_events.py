@@ -3,10 +3,11 @@
 `DnsDecoder` keeps one tuple per event in `_COLUMNS` order (cheaper than a
 list per column), or a frame of them (`dns_pairs`); `events_frame` turns the
 tuples, the frames and the parse failures into one polars frame with the ECS
-columns and the constant ones (`event.dataset` dns, `event.category` network, `event.type` protocol,
-`network.protocol` dns). List columns travel as one string per row
-(`dns_wire.joined`) and are split by polars, which builds nested lists from Python
-objects slowly; Community IDs are computed per frame (`community_ids`).
+columns and the constant ones (`event.dataset` dns, `event.category` network,
+`event.type` protocol, `network.protocol` dns). List columns travel as one
+string per row (`dns_wire.joined`) and are split by polars, which builds nested
+lists from Python objects slowly; Community IDs are computed per frame
+(`community_ids`, SHA-1 by DuckDB).
 
 `event.id` is `<prefix><position>` where the position is the byte offset
 (file) or sequence number (live) of the packet that carried the query (or

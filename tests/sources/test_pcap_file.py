@@ -158,6 +158,16 @@ def test_resume_from_an_offset(tmp_path: Path) -> None:
         assert rest == [p for b in batches[2:] for p in b.packets]
 
 
+def test_a_smaller_first_batch_then_full_ones() -> None:
+    """pcap and pcapng: the first batch holds `first` packets, the rest `max_packets`."""
+    for path in (ZEEK_PCAP, DNS_PCAP):
+        whole = [p for b in CaptureFile(path).batches(1000) for p in b.packets]
+        sizes = [len(b.packets) for b in CaptureFile(path).batches(4, first=1)]
+        assert sizes[0] == 1 and set(sizes[1:-1]) == {4} and 0 < sizes[-1] <= 4
+        again = [p for b in CaptureFile(path).batches(4, first=1) for p in b.packets]
+        assert again == whole
+
+
 @pytest.mark.parametrize("path", [DNS_PCAP, ZEEK_PCAP], ids=lambda p: p.name)
 def test_cut_file_ends_cleanly(tmp_path: Path, path: Path) -> None:
     data = path.read_bytes()

@@ -134,24 +134,27 @@ class PcapSource(Source):
             else:  # another file at the same inode, or rewritten
                 generation = cp.generation + 1
         self.decoder = DnsDecoder(timeout=self.timeout, id_prefix=_prefix(self.id, key, generation))
-        # A batch is published once the next one is read, so the last one can carry
-        # the queries flushed at the end (received == packets for a whole import).
+        # A batch is published once the next one is read (not decoded: reading is cheap),
+        # so the last one can carry the queries flushed at the end (received == packets
+        # for a whole import) and the others go out as soon as they are decoded.
         held: tuple[pl.DataFrame, int, int, Checkpoint] | None = None
         problems: dict[str, int] = {}
         while not self.stop_event.is_set():
             cf = CaptureFile(path, start)
-            # a first batch of 1/8: the parse and store stages start ~8% sooner (the
-            # decoding thread is the slowest stage of a capture import)
-            for batch in cf.batches(self.batch_packets, max(1, self.batch_packets // 8)):
+            # a small first batch (1/8): the first events of an import are stored ~0.5 s
+            # sooner (throughput is the decoding thread's, whatever the batch sizes)
+            batches = cf.batches(self.batch_packets, max(1, self.batch_packets // 8))
+            batch = next(batches, None)
+            while batch is not None:
                 self.decoder.decode(batch.linktype, batch.packets, batch.positions)
                 self.decoder.expire()
                 cp = Checkpoint(self.id, key, str(path), fp, fp_len, generation, batch.end_offset)
-                if held is not None:
-                    self._publish(publish, *held)
                 held = (self.decoder.take(), len(batch.packets), batch.end_offset - start, cp)
                 start = batch.end_offset
-                if self.stop_event.is_set():
-                    break
+                batch = None if self.stop_event.is_set() else next(batches, None)
+                if batch is not None:
+                    self._publish(publish, *held)
+                    held = None
             problems = {k: v for k, v in cf.counters.items() if v}
             if self.one_shot:
                 break

@@ -78,8 +78,8 @@ class CaptureFile:
         self.size = os.path.getsize(self.path)
 
     def batches(self, max_packets: int = 65536, first: int | None = None) -> Iterator[PacketBatch]:
-        """Batches of up to `max_packets` (the first of up to `first`: a pipeline that
-        waits for the first batch starts the next stages sooner with a small one)."""
+        """Batches of up to `max_packets`, the first of up to `first` (a small first
+        batch gets the first events of an import to the later stages sooner)."""
         if self.size < 12:
             if self.size:
                 self.counters["cut_records"] += 1

@@ -1,4 +1,4 @@
-"""`dns_fast` for whole batches: queries and responses paired with polars.
+"""`dns_fast` for whole batches: queries and responses paired by sorting (numpy).
 
 When no packet of a batch outside the fast path can wait under an IPv4/UDP
 flow key (the others are TCP, IPv6 or not IP) and the waiting table cannot
@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from lightsoc.sources.dns_events import (
     _COLUMNS,
+    _LISTS,
     LABELS,
     MAX_DURATION_US,
     MESSAGE_K,
@@ -246,7 +247,7 @@ def _answers(
         v = cols[name]
         if isinstance(v, pl.Expr):
             out.append(v.cast(dtype).alias(name))
-        elif name in ("dns.answers", "dns.resolved_ip"):
+        elif name in _LISTS:
             out.append(pl.lit(_list_series(name, v)).alias(name))
         else:
             out.append(pl.lit(pl.Series(name, v)).cast(dtype).alias(name))

@@ -182,7 +182,8 @@ def _ingest(pcap: Path, data_dir: Path, detection: bool) -> tuple[dict, float]:
 
 def run(workdir: Path, packets: int = DEFAULT_PACKETS) -> dict:
     """Build the capture (cached), time lightsoc and tshark on it; returns the figures."""
-    workdir = Path(workdir)
+    # absolute: a relative data_dir in the config would be read against the config's folder
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     pcap = workdir / f"dns-{packets}.pcap"
     if not pcap.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -20,6 +21,7 @@ from polars.testing import assert_frame_equal
 from lightsoc.sources import dns_fast
 from lightsoc.sources.dns_decode import DnsDecoder, flow_key
 from lightsoc.sources.dns_events import community_id, community_ids, sha1_rows
+from lightsoc.sources.pcap_file import CaptureFile, Frames
 from tests.sources.test_dns_decode import (
     DNS_CAPTURES,
     NON_DNS_CAPTURES,
@@ -158,6 +160,65 @@ def _frame(draw: st.DrawFn) -> bytes:
         i = draw(st.integers(0, 53))
         return frame[:i] + bytes([draw(st.integers(0, 255))]) + frame[i + 1 :]
     return frame
+
+
+def _from_file(packets: list[tuple[int, bytes]], batch: int, **kw: object) -> pl.DataFrame:
+    """The events of `packets` written to a classic pcap and read back (`Frames` batches),
+    checking on the way that each batch reads as the list it stands for."""
+    from tests.sources.test_pcap_file import write_pcap
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.pcap"
+        write_pcap(path, packets)
+        dec = DnsDecoder(id_prefix="t-", **kw)  # type: ignore[arg-type]
+        frames, seen = [], []
+        for b in CaptureFile(path).batches(batch):
+            assert isinstance(b.packets, Frames)
+            n = len(b.packets)
+            assert [b.packets[i] for i in range(n)] == b.packets[:] == packets[len(seen) :][:n]
+            assert b.packets[-1] == packets[len(seen) + n - 1]
+            seen += b.packets
+            dec.decode(b.linktype, b.packets, b.positions)
+            dec.expire()
+            frames.append(dec.take())
+        dec.flush()
+        frames.append(dec.take())
+    assert seen == packets
+    frames = [f for f in frames if f.height]
+    return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+
+
+def _from_lists(packets: list[tuple[int, bytes]], batch: int, **kw: object) -> pl.DataFrame:
+    dec = DnsDecoder(id_prefix="t-", fast=False, **kw)  # type: ignore[arg-type]
+    frames = []
+    for i in range(0, len(packets), batch):
+        chunk = packets[i : i + batch]
+        dec.decode(1, chunk, list(range(i, i + len(chunk))))
+        dec.expire()
+        frames.append(dec.take())
+    dec.flush()
+    frames.append(dec.take())
+    frames = [f for f in frames if f.height]
+    return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+
+
+def test_pcap_buffer_batches_decode_as_packet_lists() -> None:
+    """A classic pcap batch is one buffer (`Frames`), decoded from it in place: the same
+    events as the per-packet decoder on the same packets as a list (ids aside: those
+    come from file offsets)."""
+    frames = []
+    for i in range(1500):
+        frames += _exchange(i, ["www.example.com", "a.b.c"][i % 2], True)
+        if i % 97 == 0:  # a retransmission, a VLAN-tagged copy (the loop path), a lone query
+            frames.append(frames[-2])
+            frames.append(ether(frames[-2][14:], vlan=5))
+            frames.append(ether(ipv4("10.9.9.9", "10.0.0.53", 17, udp(999, 53, query(i, "u")))))
+    packets = [(1_700_000_000_000_000 + i * 3000, f) for i, f in enumerate(frames)]
+    dns_only = [p for p in packets if p[1][12:14] == b"\x08\x00"]  # the whole-batch pairing
+    for pk in (packets, dns_only):
+        for batch in (1000, 4096):
+            got = _from_file(pk, batch, timeout=1.0).drop("event.id")
+            assert_frame_equal(got, _from_lists(pk, batch, timeout=1.0).drop("event.id"))
 
 
 @FUZZ

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from lightsoc.sources.dns_events import LABELS, MAX_DURATION_US, UDP4_HEADERS, header_labels
 from lightsoc.sources.dns_pairs import pair_batch, pairable
 from lightsoc.sources.dns_wire import RCODE_NAMES, Malformed
+from lightsoc.sources.pcap_file import Frames
 
 if TYPE_CHECKING:
     from lightsoc.sources.dns_decode import DnsDecoder
@@ -77,15 +79,18 @@ def cache_parsed(cache: dict[bytes, tuple], mkey: bytes, parsed: tuple) -> None:
         cache[mkey] = parsed
 
 
-def decode_fast(dec: DnsDecoder, packets: list[tuple[int, bytes]], positions: Any) -> None:
+def decode_fast(dec: DnsDecoder, packets: Sequence[tuple[int, bytes]], positions: Any) -> None:
     """Decode an Ethernet batch (see the module doc); `dec` keeps the state."""
     n = len(packets)
-    datas = [p[1] for p in packets]
-    lens = np.fromiter(map(len, datas), np.int64, n)
-    # the first bytes of every packet, one after the other (padded: reads never fail)
-    buf = np.frombuffer(b"".join([d[:_HEAD] for d in datas]) + bytes(_HEAD), np.uint8)
-    base = np.zeros(n, np.int64)
-    np.cumsum(np.minimum(lens[:-1], _HEAD), out=base[1:])
+    if isinstance(packets, Frames):  # a classic pcap batch: its buffer as it is
+        buf, base, lens = np.frombuffer(packets.buffer, np.uint8), packets.at, packets.lens
+    else:
+        lens = np.fromiter((len(p[1]) for p in packets), np.int64, n)
+        # the first bytes of every packet, one after the other (padded: reads never fail)
+        heads = b"".join([p[1][:_HEAD] for p in packets]) + bytes(_HEAD)
+        buf = np.frombuffer(heads, np.uint8)
+        base = np.zeros(n, np.int64)
+        np.cumsum(np.minimum(lens[:-1], _HEAD), out=base[1:])
     ok = lens >= _HDR + 12
     ok &= _u16(buf, base + 12) == 0x0800
     ok &= buf[base + 14] == 0x45
@@ -113,9 +118,14 @@ def decode_fast(dec: DnsDecoder, packets: list[tuple[int, bytes]], positions: An
         arrays |= {"sip": ip_s.view(">u4").ravel(), "cport": cports_a, "sport": sports_a}
         arrays |= {"mid": _u16(buf, base + _HDR), "flags": _u16(buf, base + _HDR + 2)}
         arrays["pos"] = np.asarray(positions, np.int64)
-        arrays["ts"] = np.fromiter((p[0] for p in packets), np.int64, n)
+        if isinstance(packets, Frames):
+            arrays |= {"ts": packets.ts, "at": base}
+        else:
+            arrays["ts"] = np.fromiter((p[0] for p in packets), np.int64, n)
         pair_batch(dec, packets, positions, np.flatnonzero(ok), np.flatnonzero(~ok), arrays)
         return
+    packets = list(packets)  # (a `Frames`: its tuples, made once)
+    datas = [p[1] for p in packets]
     keys = karr.view("V14").ravel().tolist()  # 14-byte `bytes` each, made in C
     ends = end.tolist()
     cips = ip_c.view(">u4").ravel().tolist()

@@ -18,6 +18,7 @@ see what the loop would have left (tests compare the two).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,7 +62,7 @@ def pairable(
 
 def pair_batch(
     dec: DnsDecoder,
-    packets: list[tuple[int, bytes]],
+    packets: Sequence[tuple[int, bytes]],
     positions: Any,
     idx: np.ndarray,
     slow: np.ndarray,
@@ -76,8 +77,14 @@ def pair_batch(
     c = dec.counters
     c["dns_messages"] += len(idx)
     il = idx.tolist()
-    ends = a["ends"][idx].tolist()
-    mkeys = [packets[i][1][_HDR + 2 : e] for i, e in zip(il, ends, strict=True)]
+    if "at" in a:  # one buffer (`pcap_file.Frames`): the messages are sliced from it
+        at = a["at"][idx]
+        buffer = packets.buffer  # type: ignore[attr-defined]
+        starts, stops = (at + _HDR + 2).tolist(), (at + a["ends"][idx]).tolist()
+        mkeys = [buffer[x:y] for x, y in zip(starts, stops, strict=True)]
+    else:
+        ends = a["ends"][idx].tolist()
+        mkeys = [packets[i][1][_HDR + 2 : e] for i, e in zip(il, ends, strict=True)]
     parsed = list(map(dec._mcache.get, mkeys))
     if None in parsed and _parse_missing(dec, packets, positions, il, mkeys, parsed):
         good = np.fromiter((v is not None for v in parsed), bool, len(parsed))
@@ -175,7 +182,7 @@ def _arrival(item: tuple[Any, tuple]) -> int:
 
 def _parse_missing(
     dec: DnsDecoder,
-    packets: list[tuple[int, bytes]],
+    packets: Sequence[tuple[int, bytes]],
     positions: Any,
     idx: list[int],
     mkeys: list[bytes],

@@ -12,8 +12,10 @@ pcapng: SHB (several sections, each with its byte order), IDB (link type,
 start offset inside a pcapng file is honoured by reading the blocks before
 it for their interface descriptions only.
 
-The file is memory-mapped, so a record costs one `unpack_from` and one
-slice. A record cut by the end of the file ends reading cleanly: it is
+The file is memory-mapped. A classic pcap batch is one copy of its part of
+the file plus numpy arrays (`Frames`): the per-record loop only follows the
+length fields, and the DNS decoder reads headers and messages from the one
+buffer; `Frames` still acts as the list of `(unix_µs, frame)` for other code. A record cut by the end of the file ends reading cleanly: it is
 counted in `counters["cut_records"]` and `end_offset` stays before it (a
 file still being written is read on from there). A record whose header is
 impossible (length beyond any snap length, bad block length) stops reading
@@ -26,9 +28,11 @@ import mmap
 import os
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, overload
+
+import numpy as np
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1),  # µs, little endian
@@ -42,9 +46,61 @@ MAX_RECORD = 1 << 18  # larger than any snap length in use (262144)
 MAX_TS_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 
+PAD = 64  # zero bytes after a `Frames` buffer: fixed-offset header reads never fail
+
+
+class Frames(Sequence[tuple[int, bytes]]):
+    """The packets of one classic pcap batch, as columns over one buffer.
+
+    `buffer` holds the batch's records (headers included) and `PAD` zero bytes;
+    `at`, `lens` and `ts` are each packet's data offset in it, captured length
+    and time (unix µs). Indexing and iterating give `(unix_µs, frame bytes)`.
+    """
+
+    def __init__(self, buffer: bytes, at: np.ndarray, lens: np.ndarray, ts: np.ndarray) -> None:
+        self.buffer, self.at, self.lens, self.ts = buffer, at, lens, ts
+        self._items: list[tuple[int, bytes]] | None = None
+
+    @classmethod
+    def from_pcap(
+        cls, mm: mmap.mmap, records: list[int], end: int, order: str, scale: int
+    ) -> Frames:
+        """`records`: the offsets of whole records in `mm`, the last one ending at `end`."""
+        first = records[0]
+        buffer = mm[first:end] + bytes(PAD)
+        rec = np.asarray(records, np.int64) - first
+        raw = np.frombuffer(buffer, np.uint8)
+        head = raw[rec[:, None] + np.arange(12)].view(order + "u4").astype(np.int64)
+        ts = head[:, 0] * 1_000_000 + head[:, 1] // scale
+        return cls(buffer, rec + 16, head[:, 2], ts)
+
+    def tolist(self) -> list[tuple[int, bytes]]:
+        if self._items is None:
+            b, starts, stops = self.buffer, self.at.tolist(), (self.at + self.lens).tolist()
+            datas = [b[a:e] for a, e in zip(starts, stops, strict=True)]
+            self._items = list(zip(self.ts.tolist(), datas, strict=True))
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, bytes]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[int, bytes]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[int, bytes] | list[tuple[int, bytes]]:
+        if isinstance(i, slice) or self._items is not None:
+            return self.tolist()[i]
+        a = int(self.at[i])  # one packet without making the others' tuples
+        return int(self.ts[i]), self.buffer[a : a + int(self.lens[i])]
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        return iter(self.tolist())
+
+
 class PacketBatch(NamedTuple):
     linktype: int
-    packets: list[tuple[int, bytes]]
+    packets: Sequence[tuple[int, bytes]]  # a list, or `Frames` (classic pcap)
     positions: list[int]
     end_offset: int
 
@@ -105,31 +161,30 @@ class CaptureFile:
             return
         order, scale = PCAP_MAGICS[bytes(mm[:4])]
         linktype = struct.unpack_from(order + "I", mm, 20)[0] & 0xFFFF
-        rec = struct.Struct(order + "III4x").unpack_from  # seconds, fraction, captured length
+        captured = struct.Struct(order + "I").unpack_from  # a record's captured length
         off = max(self.start, 24)
         last = size - 16  # the last offset a whole record header fits at
         done = False
         while not done:
-            packets: list[tuple[int, bytes]] = []
             positions: list[int] = []
-            add, addpos = packets.append, positions.append
+            addpos = positions.append
             for _ in range(limit):
                 if off > last:
                     if off < size:
                         self.counters["cut_records"] += 1
                     done = True
                     break
-                sec, frac, incl = rec(mm, off)
+                (incl,) = captured(mm, off + 8)
                 stop = off + 16 + incl
                 if stop > size or incl > MAX_RECORD:  # one test for both (rare) ends
                     self.counters["bad_records" if incl > MAX_RECORD else "cut_records"] += 1
                     done = True
                     break
                 addpos(off)
-                add((sec * 1_000_000 + frac // scale, mm[off + 16 : stop]))
                 off = stop
-            if packets:
-                yield PacketBatch(linktype, packets, positions, off)
+            if positions:
+                frames = Frames.from_pcap(mm, positions, off, order, scale)
+                yield PacketBatch(linktype, frames, positions, off)
                 limit = max_packets
 
     # -- pcapng ---------------------------------------------------------------

@@ -257,3 +257,24 @@ def test_sha1_rows_equal_hashlib(records: list[bytes]) -> None:
     got = sha1_rows(b"".join(records), 16)
     assert got.shape == (len(records), 20)
     assert [bytes(row) for row in got] == [hashlib.sha1(r).digest() for r in records]
+
+
+def test_message_columns_gather_what_the_messages_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each distinct parsed message becomes a row once; batches are gathers of those
+    rows, equal to converting every message, also across the size bound's reset."""
+    from lightsoc.sources.dns_events import _list_series
+    from lightsoc.sources.dns_pairs import _FIELDS, _LISTS, MessageColumns
+
+    msgs = [
+        (0x8180, f"n{i}.example", "A", f"\0n{i}.example. 60 IN A 192.0.2.{i}", f"\0192.0.2.{i}")
+        for i in range(7)
+    ]
+    msgs.append((0x8183, "nx.example", "AAAA", None, None))  # NXDOMAIN: null lists
+    mc = MessageColumns()
+    monkeypatch.setattr(MessageColumns, "MAX_ROWS", 12)
+    for batch in ([msgs[0], msgs[1], msgs[0]], msgs[2:], [msgs[7], msgs[1]] * 3, msgs[::-1]):
+        got = mc.columns(batch)
+        for f, values in zip(_FIELDS, list(zip(*batch, strict=True))[1:], strict=True):
+            want = _list_series(f, values) if f in _LISTS else pl.Series(f, values, pl.Utf8)
+            assert got[f].to_list() == want.to_list()
+        assert len(mc._row) <= 12

@@ -53,6 +53,7 @@ from lightsoc.sources.dns_events import (  # noqa: F401 - community_id: re-expor
     header_labels,
 )
 from lightsoc.sources.dns_fast import _KEY4, FAST_MIN, cache_parsed, decode_fast, flow_key
+from lightsoc.sources.dns_pairs import MessageColumns
 from lightsoc.sources.dns_wire import (
     RCODE_NAMES,
     Malformed,
@@ -111,6 +112,7 @@ class DnsDecoder:
         self._fail: dict[str, list] = {k: [] for k in ("_ts", "_fid", "ip", "reason", "orig")}
         self._seq = 0  # position of packets given without positions (live capture)
         self._mcache: dict[bytes, tuple] = {}  # message without its id -> parsed (dns_fast)
+        self._mcols = MessageColumns()  # parsed messages as columns (dns_pairs)
         self.fast = fast  # False: every packet on the per-packet path (tests compare both)
         self.last_ts = 0
 

@@ -206,7 +206,12 @@ class Processor:
 
 
 def _decoded(records: pl.DataFrame) -> pl.DataFrame:
-    """A source-decoded batch with the parse-stage bookkeeping columns."""
+    """A source-decoded batch with the parse-stage bookkeeping columns (and the Community
+    IDs a capture source leaves to this thread: it is the one the import waits for)."""
+    if "_flow" in records.columns:
+        from lightsoc.sources.dns_events import with_community_ids
+
+        records = with_community_ids(records)
     if "_parse_ok" not in records.columns:
         records = records.with_columns(pl.lit(True).alias("_parse_ok"))
     if "_parse_failure_tag" not in records.columns:

@@ -65,3 +65,35 @@ def test_truncated_message_is_a_codec_error() -> None:
     data = encode(_batch())
     with pytest.raises(CodecError):
         decode(data[: len(data) - 20])
+
+
+def test_a_capture_batch_travels_with_its_flow_keys_and_gets_its_community_ids() -> None:
+    """A pcap source leaves IPv4/UDP Community IDs to the processor (`_flow` keys): on a
+    shared bus the keys travel, and the processor side makes the same IDs."""
+    from lightsoc.pipeline import _decoded
+    from lightsoc.sources.dns_decode import DnsDecoder
+    from lightsoc.sources.dns_events import FLOW
+    from tests.sources.test_dns_decode import ether, ipv4, query, response, udp
+
+    frames = [
+        ether(ipv4("10.0.0.7", "10.0.0.53", 17, udp(40000 + i, 53, query(i, f"n{i}.example"))))
+        for i in range(3)
+    ] + [
+        ether(
+            ipv4("10.0.0.53", "10.0.0.7", 17, udp(53, 40000 + i, response(i, f"n{i}.example", [])))
+        )
+        for i in range(3)
+    ]
+    packets = [(1_700_000_000_000_000 + i, f) for i, f in enumerate(frames)]
+    decoded = []
+    for community_ids in (True, False):
+        dec = DnsDecoder(id_prefix="t-")
+        dec.decode(1, packets)
+        decoded.append(dec.take(community_ids=community_ids))
+    now, later = decoded
+    assert FLOW in later.columns and later["network.community_id"].null_count() == 3
+    batch = RawBatch(source="pcap", source_type="pcap", records=later, parsed=True)
+    got = _decoded(decode(encode(batch)).records)
+    assert FLOW not in got.columns
+    assert got["network.community_id"].to_list() == now["network.community_id"].to_list()
+    assert all(c.startswith("1:") for c in now["network.community_id"])

@@ -485,15 +485,16 @@ class DnsDecoder:
         """Events decoded and not taken yet."""
         return len(self._rows) + len(self._fail["_ts"]) + sum(f.height for f in self._built)
 
-    def take(self) -> pl.DataFrame:
-        """The events decoded so far as one frame (ECS columns); resets the buffers."""
+    def take(self, community_ids: bool = True) -> pl.DataFrame:
+        """The events decoded so far as one frame (ECS columns); resets the buffers.
+        `community_ids=False`: IPv4/UDP rows keep `FLOW` (`dns_events.with_community_ids`)."""
         rows, self._rows = self._rows, []
         built, self._built = self._built, []
         fail, self._fail = self._fail, {k: [] for k in self._fail}
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            return events_frame(rows, fail, self.id_prefix, built)
+            return events_frame(rows, fail, self.id_prefix, built, community_ids)
         finally:
             if gc_was:
                 gc.enable()

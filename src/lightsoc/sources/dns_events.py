@@ -6,8 +6,9 @@ tuples, the frames and the parse failures into one polars frame with the ECS
 columns and the constant ones (`event.dataset` dns, `event.category` network,
 `event.type` protocol, `network.protocol` dns). List columns travel as one
 string per row (`dns_wire.joined`) and are split by polars, which builds nested
-lists from Python objects slowly; Community IDs are computed per frame
-(`community_ids`, SHA-1 by DuckDB).
+lists from Python objects slowly; Community IDs are computed per frame from
+the rows' flow keys (`with_community_ids`, SHA-1 by DuckDB), when the frame is
+made or later in a processor thread (a capture import: `pipeline._decoded`).
 
 `event.id` is `<prefix><position>` where the position is the byte offset
 (file) or sequence number (live) of the packet that carried the query (or
@@ -68,6 +69,8 @@ _COLUMNS: dict[str, Any] = {
 
 
 _LISTS = ("dns.answers", "dns.resolved_ip")
+#: the IPv4/UDP flow key of a row (14 bytes, `flow_key`) until its Community ID is made
+FLOW = "_flow"
 _CID_REC = np.dtype(
     [
         ("seed", "V2"),
@@ -94,13 +97,19 @@ def header_labels(flags: int) -> str:
 
 
 def events_frame(
-    rows: list[tuple], fail: dict[str, list], id_prefix: str, built: list[pl.DataFrame] = ()
+    rows: list[tuple],
+    fail: dict[str, list],
+    id_prefix: str,
+    built: list[pl.DataFrame] = (),  # type: ignore[assignment]
+    community_ids: bool = True,
 ) -> pl.DataFrame:
-    """Event tuples (and `built`: rows already as frames of `_COLUMNS` with their
-    Community IDs) plus parse failures -> one frame (empty if there is nothing).
+    """Event tuples (and `built`: rows already as frames of `_COLUMNS` plus `FLOW`)
+    plus parse failures -> one frame (empty if there is nothing).
 
     Rows come out in `_pos` order and failures in `_fid` order (both unique, as
-    the event ids made of them), whichever path of the decoder made them.
+    the event ids made of them), whichever path of the decoder made them. The
+    Community IDs of IPv4/UDP rows are made from their `FLOW` keys by
+    `with_community_ids`, here or (`community_ids=False`) later, in another thread.
     """
     ts_type = pl.Datetime("us", "UTC")
     frames = []
@@ -111,11 +120,12 @@ def events_frame(
                 [
                     _list_series(k, v)
                     if k in _LISTS
-                    else community_ids(v)
+                    else pl.Series(k, [_one_cid(x) for x in v], dtype=pl.Utf8)
                     if k == "network.community_id"
                     else pl.Series(k, v, dtype=t)
                     for (k, t), v in zip(_COLUMNS.items(), cols, strict=True)
                 ]
+                + [flow_keys([k if type(k) is bytes else None for k in cols[-1]])]
             ),
             *built,
         ]
@@ -156,7 +166,7 @@ def events_frame(
     )
     if "_fid" in df.columns:
         eid = pl.coalesce(pl.col("_fid"), eid)
-    return df.with_columns(
+    df = df.with_columns(
         pl.col("_ts").cast(ts_type).alias("@timestamp"),
         (pl.lit(id_prefix) + eid).alias("event.id"),
         pl.lit("dns").alias("event.dataset"),
@@ -165,6 +175,38 @@ def events_frame(
         pl.lit("protocol").alias("event.type"),
         pl.lit("event").alias("event.kind"),
     ).drop("_ts", "_pos", "_reason", "_fid", strict=False)
+    return with_community_ids(df) if community_ids else df
+
+
+def flow_keys(keys: list[bytes | None] | np.ndarray) -> pl.Series:
+    """The `FLOW` column: 14-byte IPv4/UDP flow keys (`flow_key`), a list of bytes (None:
+    no key) or an (m, 14) uint8 array."""
+    if isinstance(keys, np.ndarray):
+        m = len(keys)
+        buf = pa.py_buffer(np.ascontiguousarray(keys).tobytes())
+        arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(14), m, [None, buf])
+        return pl.Series(FLOW, pl.from_arrow(arr)).cast(pl.Binary)
+    return pl.Series(FLOW, keys, dtype=pl.Binary)
+
+
+def with_community_ids(df: pl.DataFrame) -> pl.DataFrame:
+    """`network.community_id` of the rows with a `FLOW` key (SHA-1 by DuckDB, without
+    the GIL: the pipeline runs this in a processor thread for capture imports, beside
+    the decoding thread), `FLOW` dropped."""
+    if FLOW not in df.columns:
+        return df
+    flow = df.get_column(FLOW)
+    at = np.flatnonzero(flow.is_not_null().to_numpy())
+    if at.size:
+        keys = flow.gather(at).to_arrow().cast(pa.large_binary())
+        ends = np.frombuffer(keys.buffers()[1], np.int64, len(keys) + 1, keys.offset)
+        data = np.frombuffer(keys.buffers()[2], np.uint8)[ends[0] : ends[-1]]
+        if data.size != 14 * at.size:
+            raise ValueError("flow keys of 14 bytes expected")
+        name = "network.community_id"
+        cids = community_ids_v4(data.tobytes())
+        df = df.with_columns(df.get_column(name).scatter(at, cids))
+    return df.drop(FLOW)
 
 
 def _list_series(name: str, values: tuple[str | None, ...]) -> pl.Series:
@@ -187,24 +229,11 @@ def community_id(src: bytes, sport: int, dst: bytes, dport: int, transport: str)
 
 
 def community_ids(keys: list | tuple) -> pl.Series:
-    """`network.community_id` of the rows' flows (`dns_decode.flow_key`; None stays None).
-
-    IPv4/UDP keys (nearly all): ordering, the hashed bytes and one base64 of
-    every digest with numpy, only SHA-1 per row; the others one by one.
-    """
-    name = "network.community_id"
-    m = len(keys)
-    v4 = [i for i, k in enumerate(keys) if type(k) is bytes]
-    if not v4:
-        return pl.Series(name, [_one_cid(k) for k in keys], dtype=pl.Utf8)
-    if len(v4) == m:
-        return community_ids_v4(b"".join(keys))
-    text = _cid_v4(b"".join([keys[i] for i in v4]))
-    out = [_one_cid(k) for k in keys]
-    strs = text.tobytes().decode("ascii")
-    for j, i in enumerate(v4):
-        out[i] = strs[j * 30 : j * 30 + 30]
-    return pl.Series(name, out, dtype=pl.Utf8)
+    """`network.community_id` of the rows' flows (`dns_decode.flow_key`; None stays None):
+    IPv4/UDP keys together (`with_community_ids`), the others one by one."""
+    cids = pl.Series("network.community_id", [_one_cid(k) for k in keys], dtype=pl.Utf8)
+    flows = flow_keys([k if type(k) is bytes else None for k in keys])
+    return with_community_ids(pl.DataFrame([cids, flows])).get_column(cids.name)
 
 
 def community_ids_v4(blob: bytes) -> pl.Series:

@@ -28,12 +28,13 @@ import pyarrow as pa
 from lightsoc.sources.dns_events import (
     _COLUMNS,
     _LISTS,
+    FLOW,
     LABELS,
     MAX_DURATION_US,
     MESSAGE_K,
     UDP4_HEADERS,
     _list_series,
-    community_ids_v4,
+    flow_keys,
     header_labels,
 )
 from lightsoc.sources.dns_wire import RCODE_NAMES, Malformed
@@ -289,9 +290,7 @@ def _answers(
         "dns.response_code": pl.Series(_RCODES[flags & 15], dtype=pl.Utf8),
         **dec._mcols.columns(vs),
         "labels": pl.Series(flags & 0x7FF0).replace_strict(labels, return_dtype=pl.Utf8),
-        "network.community_id": (
-            community_ids_v4(keys.tobytes()) if dec.community_id else pl.lit(None)
-        ),
+        "network.community_id": pl.lit(None),
     }
     out = []
     for name, dtype in _COLUMNS.items():
@@ -304,4 +303,5 @@ def _answers(
             out.append(pl.lit(_list_series(name, v)).alias(name))
         else:
             out.append(pl.lit(pl.Series(name, v)).cast(dtype).alias(name))
-    return pl.select(out)
+    flows = pl.lit(flow_keys(keys)) if dec.community_id else pl.lit(None, pl.Binary)
+    return pl.select([*out, flows.alias(FLOW)])

@@ -149,7 +149,8 @@ class PcapSource(Source):
                 self.decoder.decode(batch.linktype, batch.packets, batch.positions)
                 self.decoder.expire()
                 cp = Checkpoint(self.id, key, str(path), fp, fp_len, generation, batch.end_offset)
-                held = (self.decoder.take(), len(batch.packets), batch.end_offset - start, cp)
+                events = self.decoder.take(community_ids=False)  # made by the processor
+                held = (events, len(batch.packets), batch.end_offset - start, cp)
                 start = batch.end_offset
                 batch = None if self.stop_event.is_set() else next(batches, None)
                 if batch is not None:
@@ -167,7 +168,7 @@ class PcapSource(Source):
         if problems.get("cut_records"):
             log.warning("source %s: %s ends inside a record (cut capture)", self.id, path)
         self.decoder.flush()
-        rest = self.decoder.take()
+        rest = self.decoder.take(community_ids=False)
         if held is None:
             cp = Checkpoint(self.id, key, str(path), fp, fp_len, generation, start)
             held = (rest, 0, 0, cp)

@@ -42,10 +42,18 @@ UDP_RATES = (50_000, 75_000, 100_000, 125_000)
 NO_DETECTION = {"detect": {"rules": [], "ml": {"stream": []}}}
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(*kinds: int) -> list[int]:
+    """A free port per socket kind, all bound at once: two TCP ports picked one after
+    the other can be the same (one run stored nothing over TCP: the syslog listener
+    and the web server had, most likely, been given one port)."""
+    socks = [socket.socket(socket.AF_INET, kind) for kind in kinds]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _messages(count: int, seed: int) -> list[bytes]:
@@ -88,7 +96,7 @@ class Server:
     the built-in rules and models on, as by default)."""
 
     def __init__(self, work: Path, detection: bool = True) -> None:
-        self.udp, self.tcp = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+        self.udp, self.tcp, web = _free_ports(socket.SOCK_DGRAM, *[socket.SOCK_STREAM] * 2)
         self.data = work / "syslog-data"
         subprocess.run(["rm", "-rf", str(self.data)], check=True)
         cfg = work / "syslog-bench.yml"
@@ -97,7 +105,7 @@ class Server:
                 {
                     "data_dir": str(self.data),
                     **({} if detection else NO_DETECTION),
-                    "web": {"listen": f"127.0.0.1:{_free_port(socket.SOCK_STREAM)}"},
+                    "web": {"listen": f"127.0.0.1:{web}"},
                     "sources": {
                         "net": {
                             "type": "syslog",

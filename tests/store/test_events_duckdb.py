@@ -185,6 +185,7 @@ def test_small_segments_are_compacted_without_changing_results(tmp_path, monkeyp
     assert store.stats()["segments"] == 3
     before = sorted(store.search("", limit=100).column("event.id").to_pylist())
     store.append(schema.to_arrow(events(5, start=T0 + timedelta(hours=3))))  # 4th: merge
+    store.wait_compaction()  # (in a thread of its own)
     assert store.stats()["segments"] == 1
     assert store.count() == 20 and store.count("tags:parse_failure") == 4
     after = sorted(store.search("", limit=100).column("event.id").to_pylist())
@@ -269,3 +270,33 @@ def test_a_redelivered_bus_batch_is_skipped_whole(tmp_path):
         assert store.append(events(1), batch_id="b-2") is False
     finally:
         store.close()
+
+
+def test_appends_go_on_while_segments_are_merged(tmp_path, monkeypatch):
+    """A merge (seconds under load) runs beside the writer: an append commits while a
+    rewrite is in progress, and the merge then swaps in only what it rewrote."""
+    import threading
+
+    from lightsoc.store import compaction
+
+    monkeypatch.setattr(compaction, "MERGE_AT", 3)
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    rewriting, appended = threading.Event(), threading.Event()
+    real = store._rewrite
+
+    def slow_rewrite(*a, **kw):
+        rewriting.set()
+        assert appended.wait(30), "an append waited for the merge"
+        return real(*a, **kw)
+
+    monkeypatch.setattr(store, "_rewrite", slow_rewrite)
+    for i in range(3):  # the 3rd starts a merge of the three
+        store.append(events(5, start=T0 + timedelta(hours=i)))
+    assert rewriting.wait(30)
+    store.append(events(5, start=T0 + timedelta(hours=5)))  # during the rewrite
+    assert store.count() == 20
+    appended.set()
+    store.wait_compaction()
+    assert store.stats()["segments"] == 2 and store.count() == 20
+    assert store.count("tags:parse_failure") == 4
+    store.close()

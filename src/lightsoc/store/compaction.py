@@ -20,7 +20,7 @@ import duckdb
 from lightsoc import schema
 from lightsoc.store import page_copies, rollups
 from lightsoc.store.query import quote_ident
-from lightsoc.store.segments import Segment, SegmentFiles
+from lightsoc.store.segments import ALWAYS_WRITTEN, Segment, SegmentFiles
 
 # Compaction, two tiers. A slow tail commits a small segment every poll: once
 # MERGE_AT segments are under SMALL_ROWS, the writer merges them at once (cheap).
@@ -35,10 +35,17 @@ TARGET_ROWS = 1_000_000
 
 
 class SegmentMaintenance:
-    """Mixin for the event store: needs `_cur`, `files`, `_write_lock`, `_add_segment`."""
+    """Mixin for the event store: needs `_cur`, `files`, `_write_lock`, `_maint_lock`,
+    `_add_segment`.
+
+    Rewrites run under `_maint_lock` (one at a time: retention and a merge must not
+    rewrite the same files) and outside `_write_lock`, which only the catalog swap
+    takes: appends go on while a segment is rewritten (they add segments, never
+    change the ones being merged)."""
 
     files: SegmentFiles
     _write_lock: threading.Lock
+    _maint_lock: threading.RLock
     page_copies: bool
 
     def _cur(self) -> duckdb.DuckDBPyConnection:  # pragma: no cover - provided by the store
@@ -64,7 +71,18 @@ class SegmentMaintenance:
         """Copy the rows of `files` matching `where` into one new published segment."""
         seg_id, tmp = self.files.temp_target()
         paths = ", ".join(_sql_str(self.files.path(f)) for f in files)
-        cols = ", ".join(quote_ident(n) for n in schema.NAMES)
+        # Only the columns the files have (as `SegmentFiles.write` leaves out the all-null
+        # ones; readers add the rest as null): with all ~100 schema columns, merging 32
+        # small syslog segments (712k rows) took 13.6 s instead of 0.9 s.
+        present = {
+            r[0]
+            for r in self._cur()
+            .execute(f"DESCRIBE SELECT * FROM read_parquet([{paths}], union_by_name=true)")  # noqa: S608
+            .fetchall()
+        }
+        cols = ", ".join(
+            quote_ident(n) for n in schema.NAMES if n in present or n in ALWAYS_WRITTEN
+        )
         # Paths are our own file names (quoted above); values stay parameters.
         self._cur().execute(
             f"COPY (SELECT {cols} FROM (SELECT * FROM events_template UNION ALL BY NAME "  # noqa: S608
@@ -86,6 +104,10 @@ class SegmentMaintenance:
         return Segment(seg_id, self.files.publish(tmp), int(rows), lo, hi)
 
     def _replace(self, old: list[str], new: Segment | None) -> None:
+        with self._write_lock:
+            self._replace_locked(old, new)
+
+    def _replace_locked(self, old: list[str], new: Segment | None) -> None:
         cur = self._cur()
         cur.execute("BEGIN TRANSACTION")
         try:
@@ -121,7 +143,7 @@ class SegmentMaintenance:
         """Merge segments under `below_rows` (oldest first) into larger ones; returns
         how many files were merged."""
         merged = 0
-        with self._write_lock:
+        with self._maint_lock:
             rows = (
                 self._cur()
                 .execute(
@@ -149,7 +171,7 @@ class SegmentMaintenance:
         now = now or datetime.now(UTC)
         cutoff = now - timedelta(days=days)
         deleted = 0
-        with self._write_lock:
+        with self._maint_lock:
             expired = (
                 self._cur()
                 .execute("SELECT file, rows FROM lightsoc_segments WHERE max_ts < ?", [cutoff])

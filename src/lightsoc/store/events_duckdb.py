@@ -105,6 +105,8 @@ class DuckDBEventStore(SearchQueries, EntityQueries, SegmentMaintenance, EventSt
         #: `maintain()` builds page copies (existing ones are read either way)
         self.page_copies = page_copies
         self._write_lock = threading.Lock()
+        self._maint_lock = threading.RLock()  # one rewrite of segments at a time
+        self._compaction: threading.Thread | None = None
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -150,6 +152,7 @@ class DuckDBEventStore(SearchQueries, EntityQueries, SegmentMaintenance, EventSt
         return {r[0] for r in self._cur().execute("SELECT file FROM lightsoc_segments").fetchall()}
 
     def close(self) -> None:
+        self.wait_compaction()
         self._con.close()
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
@@ -245,8 +248,32 @@ class DuckDBEventStore(SearchQueries, EntityQueries, SegmentMaintenance, EventSt
                 raise
             self.files.purge()
         if self._small_segments() >= compaction.MERGE_AT:
-            self.compact()
+            self._compact_soon()
         return True
+
+    def _compact_soon(self) -> None:
+        """Merge the small segments in a thread of its own: a merge can take seconds
+        under load, and in the writer's thread it stalled ingestion that long (TCP
+        senders blocked, UDP buffers filling)."""
+        with self._write_lock:
+            if self._compaction is not None and self._compaction.is_alive():
+                return
+            self._compaction = threading.Thread(
+                target=self._compact_logged, name="store-compaction", daemon=True
+            )
+            self._compaction.start()
+
+    def _compact_logged(self) -> None:
+        try:
+            self.compact()
+        except Exception:  # the small segments stay; the next append tries again
+            log.exception("merging small segments failed")
+
+    def wait_compaction(self) -> None:
+        """Wait for a merge started by `append` (tests, `close`)."""
+        t = self._compaction
+        if t is not None and t is not threading.current_thread():
+            t.join()
 
     def _has_batch(self, batch_id: str) -> bool:
         cur = self._cur()

@@ -44,8 +44,7 @@ NO_DETECTION = {"detect": {"rules": [], "ml": {"stream": []}}}
 
 def _free_ports(*kinds: int) -> list[int]:
     """A free port per socket kind, all bound at once: two TCP ports picked one after
-    the other can be the same (one run stored nothing over TCP: the syslog listener
-    and the web server had, most likely, been given one port)."""
+    the other (each socket closed before the next is bound) can be the same."""
     socks = [socket.socket(socket.AF_INET, kind) for kind in kinds]
     try:
         for s in socks:

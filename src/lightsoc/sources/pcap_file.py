@@ -15,7 +15,8 @@ it for their interface descriptions only.
 The file is memory-mapped. A classic pcap batch is one copy of its part of
 the file plus numpy arrays (`Frames`): the per-record loop only follows the
 length fields, and the DNS decoder reads headers and messages from the one
-buffer; `Frames` still acts as the list of `(unix_µs, frame)` for other code. A record cut by the end of the file ends reading cleanly: it is
+buffer; `Frames` still acts as the list of `(unix_µs, frame)` for other code.
+A record cut by the end of the file ends reading cleanly: it is
 counted in `counters["cut_records"]` and `end_offset` stays before it (a
 file still being written is read on from there). A record whose header is
 impossible (length beyond any snap length, bad block length) stops reading

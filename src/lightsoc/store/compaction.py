@@ -23,7 +23,7 @@ from lightsoc.store.query import quote_ident
 from lightsoc.store.segments import ALWAYS_WRITTEN, Segment, SegmentFiles
 
 # Compaction, two tiers. A slow tail commits a small segment every poll: once
-# MERGE_AT segments are under SMALL_ROWS, the writer merges them at once (cheap).
+# MERGE_AT segments are under SMALL_ROWS, a thread beside the writer merges them.
 # Bulk batches make medium segments; `maintain()` (the server's background
 # loop, never the ingest hot path) merges MEDIUM_MERGE_AT of those under
 # MEDIUM_ROWS. Merged files hold up to TARGET_ROWS.
@@ -104,23 +104,20 @@ class SegmentMaintenance:
         return Segment(seg_id, self.files.publish(tmp), int(rows), lo, hi)
 
     def _replace(self, old: list[str], new: Segment | None) -> None:
-        with self._write_lock:
-            self._replace_locked(old, new)
-
-    def _replace_locked(self, old: list[str], new: Segment | None) -> None:
-        cur = self._cur()
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            rollups.delete_for_files(cur, old)  # with their segments, in one commit
-            cur.execute("DELETE FROM lightsoc_segments WHERE file IN (SELECT unnest(?))", [old])
-            if new is not None:
-                self._add_segment(cur, new)
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            if new is not None:
-                self.files.discard([new.file], now=True)
-            raise
+        with self._write_lock:  # the catalog swap only (see the class docstring)
+            cur = self._cur()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                rollups.delete_for_files(cur, old)  # with their segments, in one commit
+                cur.execute("DELETE FROM lightsoc_segments WHERE file IN (SELECT unnest(?))", [old])
+                if new is not None:
+                    self._add_segment(cur, new)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                if new is not None:
+                    self.files.discard([new.file], now=True)
+                raise
         self.files.discard(old)
 
     def maintain(self) -> int:

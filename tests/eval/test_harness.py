@@ -134,3 +134,28 @@ def test_notice_reader() -> None:
     src = notes[0][1]
     assert src.count(".") == 3
     assert pl.Series([src]).str.contains(r"^\d+\.\d+\.\d+\.\d+$").all()
+
+
+def test_dga_report_reads_the_other_seeds_against_the_target() -> None:
+    from eval import ml_dga
+
+    held = {
+        "held_out_families": ["a"], "train_families": ["b"], "test_dga": 1, "test_benign": 1,
+        "auc": 0.981, "auc_without_top1pct_benign": 0.99, "tpr_at_0.1%_fpr": 0.4,
+        "threshold": 0.9, "tpr_at_threshold": 0.5, "fpr_at_threshold": 0.001,
+        "per_family": [], "top_benign": [("x.com", 0.9)],
+    }  # fmt: skip
+    folds = {"folds": [], "auc_mean": 0.97, "auc_min": 0.96, "tpr_at_0.1%_fpr_mean": 0.3}
+    other = {
+        "splits": [
+            {"seed": 1, "held_out_families": ["c", "d"], "auc": 0.95, "tpr_at_0.1%_fpr": 0.1},
+            {"seed": 2, "held_out_families": ["e"], "auc": 0.97, "tpr_at_0.1%_fpr": 0.2},
+        ],
+        "auc_mean": 0.96, "auc_min": 0.95, "auc_max": 0.97,
+    }  # fmt: skip
+    text = ml_dga.report_dga({"held_out": held, "group_kfold": folds, "other_splits": other})
+    row = next(line for line in text.splitlines() if "2 other seeds, mean" in line)
+    assert row.split()[-2:] == ["0.96", "MISSED"]
+    assert "0.95-0.97" in text and "c d" in text
+    # without other seeds (the model's own metadata) the rows are left out
+    assert "other seeds" not in ml_dga.report_dga({"held_out": held, "group_kfold": folds})

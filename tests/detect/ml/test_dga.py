@@ -293,3 +293,16 @@ def test_training_with_families_is_deterministic_and_checks_lengths(data: pl.Dat
     assert not np.allclose(a.weights, plain.weights)
     with pytest.raises(ValueError, match="groups"):
         dga.fit(part["domain"], y, groups=part["family"][:10])
+
+
+def test_other_seeds_hold_out_other_families_and_repeat_the_split(data: pl.DataFrame) -> None:
+    # a part of every family keeps this quick; the figures are those of held_out_split
+    part = data.filter(pl.int_range(pl.len()).over("family") < 300)
+    other = dga_eval.split_seeds(part, [1, 2])
+    a, b = other["splits"]
+    assert (a["seed"], b["seed"]) == (1, 2)
+    assert a["held_out_families"] != b["held_out_families"]
+    assert a["auc"] == dga_eval.held_out_split(part, 1)["auc"]
+    assert other["auc_min"] == min(a["auc"], b["auc"]) < 1.0
+    assert other["auc_max"] == max(a["auc"], b["auc"]) > 0.5
+    assert other["auc_min"] <= other["auc_mean"] <= other["auc_max"]

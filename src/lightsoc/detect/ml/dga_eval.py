@@ -11,10 +11,15 @@
   GroupKFold), benign names spread over the folds at random; per fold AUC
   and detection at 0.1% false positives; mean and minimum, so the figure
   does not hang on one lucky split.
+- *Other splits*: the held-out split's AUC again for other seeds (other families
+  held out). The shipped settings were chosen on seed 7's split and the folds, so
+  this is the spread to read that split's figure against (seeds 1-13: 0.939 to
+  0.981, seed 7 among the best).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -171,11 +176,33 @@ def group_folds(
     }
 
 
-def evaluate(df: pl.DataFrame, seed: int = 7) -> dict[str, Any]:
-    """Held-out split and group k-fold figures."""
+def split_seeds(df: pl.DataFrame, seeds: Sequence[int]) -> dict[str, Any]:
+    """The held-out split's AUC and detection at 0.1% FPR for each of `seeds`."""
+    splits = []
+    for s in seeds:
+        h = held_out_split(df, s)
+        splits.append(
+            {
+                "seed": s,
+                "held_out_families": h["held_out_families"],
+                "auc": h["auc"],
+                "tpr_at_0.1%_fpr": h["tpr_at_0.1%_fpr"],
+            }
+        )
+    aucs = np.array([x["auc"] for x in splits], dtype=float)
+    return {
+        "splits": splits,
+        "auc_mean": _r(float(np.nanmean(aucs))) if aucs.size else None,
+        "auc_min": _r(float(np.nanmin(aucs))) if aucs.size else None,
+        "auc_max": _r(float(np.nanmax(aucs))) if aucs.size else None,
+    }
+
+
+def evaluate(df: pl.DataFrame, seed: int = 7, other_seeds: Sequence[int] = ()) -> dict[str, Any]:
+    """Held-out split and group k-fold figures (and the split for `other_seeds`)."""
     split = held_out_split(df, seed)
     folds = group_folds(df, seed)
-    return {
+    out = {
         "auc_unseen_families": split["auc"],
         "tpr_at_0.1%_fpr": split["tpr_at_0.1%_fpr"],
         "auc_folds_mean": folds["auc_mean"],
@@ -183,6 +210,9 @@ def evaluate(df: pl.DataFrame, seed: int = 7) -> dict[str, Any]:
         "held_out": split,
         "group_kfold": folds,
     }
+    if other_seeds:
+        out["other_splits"] = split_seeds(df, [s for s in other_seeds if s != seed])
+    return out
 
 
 def fit_shipped(df: pl.DataFrame, seed: int = 7) -> tuple[dga.DgaModel, dict[str, Any]]:

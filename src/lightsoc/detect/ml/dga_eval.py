@@ -178,22 +178,15 @@ def group_folds(
 
 def split_seeds(df: pl.DataFrame, seeds: Sequence[int]) -> dict[str, Any]:
     """The held-out split's AUC and detection at 0.1% FPR for each of `seeds`."""
+    keys = ("held_out_families", "auc", "auc_without_top1pct_benign", "tpr_at_0.1%_fpr")
     splits = []
     for s in seeds:
         h = held_out_split(df, s)
-        splits.append(
-            {
-                "seed": s,
-                "held_out_families": h["held_out_families"],
-                "auc": h["auc"],
-                "auc_without_top1pct_benign": h["auc_without_top1pct_benign"],
-                "tpr_at_0.1%_fpr": h["tpr_at_0.1%_fpr"],
-            }
-        )
-    aucs = np.array([x["auc"] for x in splits], dtype=float)
-    clean = np.array([x["auc_without_top1pct_benign"] for x in splits], dtype=float)
+        splits.append({"seed": s, **{k: h[k] for k in keys}})
     if not splits:
         return {"splits": [], "auc_mean": None, "auc_min": None, "auc_max": None}
+    aucs = np.array([x["auc"] for x in splits], dtype=float)
+    clean = np.array([x["auc_without_top1pct_benign"] for x in splits], dtype=float)
     return {
         "splits": splits,
         "auc_mean": _r(float(np.nanmean(aucs))),
